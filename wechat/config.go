@@ -1,0 +1,99 @@
+package wechat
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"net/http"
+	"time"
+)
+
+// APIVersion selects the WeChat Pay API generation.
+type APIVersion string
+
+const (
+	// APIv3 is the JSON API signed with SHA256-RSA2048 (the default).
+	APIv3 APIVersion = "v3"
+	// APIv2 is the legacy XML API signed with MD5 or HMAC-SHA256.
+	APIv2 APIVersion = "v2"
+)
+
+// PathStyle selects the v3 URL family.
+type PathStyle string
+
+const (
+	// PathGlobal is /v3/global/transactions/... (the default).
+	PathGlobal PathStyle = "global"
+	// PathHK is the legacy Hong Kong family /hk/v3/transactions/....
+	PathHK PathStyle = "hk"
+)
+
+// SignType is the v2 signature algorithm.
+type SignType string
+
+const (
+	// SignHMACSHA256 is HMAC-SHA256 (the default).
+	SignHMACSHA256 SignType = "HMAC-SHA256"
+	// SignMD5 is MD5.
+	SignMD5 SignType = "MD5"
+)
+
+// DefaultBaseURL is the WeChat Pay Global host.
+const DefaultBaseURL = "https://apihk.mch.weixin.qq.com"
+
+// Config configures a Closer. Only the fields of the chosen API generation
+// are read. Secrets in Config are used to sign and verify and are never
+// printed, logged or put in an error.
+type Config struct {
+	// API is the generation to use. If empty, APIv3.
+	API APIVersion
+	// BaseURL is the scheme and host (and optional path prefix) of WeChat
+	// Pay. If empty, DefaultBaseURL. A plain http:// URL is accepted only
+	// for loopback hosts (the sandbox).
+	BaseURL string
+	// MchID is the merchant id, or the institution's merchant id
+	// (sp_mchid) in institutional mode. Used when a CloseRequest has none.
+	MchID string
+
+	// PathStyle selects the v3 URL family. If empty, PathGlobal.
+	PathStyle PathStyle
+	// PrivateKey is the merchant API private key that signs v3 requests.
+	// Required for v3.
+	PrivateKey *rsa.PrivateKey
+	// CertSerial is the serial number (hex) of the merchant API
+	// certificate. Required for v3.
+	CertSerial string
+	// PlatformCerts are WeChat Pay platform certificates trusted to sign
+	// responses, keyed by their own serial numbers.
+	PlatformCerts []*x509.Certificate
+	// PublicKey is a WeChat Pay public key trusted to sign responses whose
+	// Wechatpay-Serial equals PublicKeyID ("PUB_KEY_ID_...").
+	PublicKey   *rsa.PublicKey
+	PublicKeyID string
+	// APIv3Key (32 bytes) enables downloading platform certificates from
+	// WeChat Pay. At least one of PlatformCerts, PublicKey and APIv3Key is
+	// required for v3.
+	APIv3Key string
+	// CertRefreshInterval is how often downloaded platform certificates are
+	// refreshed. If zero, 6 hours (WeChat Pay asks for less than 12).
+	CertRefreshInterval time.Duration
+
+	// AppID is the app id bound to the merchant. Required for v2.
+	AppID string
+	// APIKey is the 32-character v2 API key. Required for v2.
+	APIKey string
+	// SignType is the v2 signature algorithm. If empty, SignHMACSHA256.
+	SignType SignType
+
+	// Timeout bounds one whole request, response body included. If zero,
+	// 30 seconds. Ignored when HTTPClient is set.
+	Timeout time.Duration
+	// HTTPClient sends the requests. If nil, a client with a 5 second
+	// connect timeout, Timeout as its overall timeout and TLS verification
+	// on is used.
+	HTTPClient *http.Client
+	// UserAgent is sent with every request. If empty, "wxclose/<version>".
+	UserAgent string
+	// Now returns the current time. If nil, time.Now. Tests use it to check
+	// the timestamp window.
+	Now func() time.Time
+}
