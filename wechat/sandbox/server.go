@@ -1,0 +1,282 @@
+package sandbox
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// UnknownOrderPolicy says what a close of an order the sandbox has never
+// heard of does.
+type UnknownOrderPolicy int
+
+const (
+	// UnknownNotFound answers 404 ORDER_NOT_EXIST (v2: ORDERNOTEXIST), as
+	// WeChat Pay does. It is the zero value.
+	UnknownNotFound UnknownOrderPolicy = iota
+	// UnknownCreate makes the first close of an unknown order create it,
+	// unpaid, with a zero CreatedAt (long ago), so that the close succeeds.
+	// It is a convenience for development setups that do not register
+	// orders through the admin endpoints.
+	UnknownCreate
+)
+
+// String returns "notfound" or "create".
+func (p UnknownOrderPolicy) String() string {
+	switch p {
+	case UnknownNotFound:
+		return "notfound"
+	case UnknownCreate:
+		return "create"
+	}
+	return fmt.Sprintf("UnknownOrderPolicy(%d)", int(p))
+}
+
+// Rates are probabilities (0..1, summing to at most 1) of a random fault on
+// each close call that has no scripted step. A fault is chosen with one
+// random draw, so at most one applies to a call.
+type Rates struct {
+	// SystemError replies as SystemError() does.
+	SystemError float64
+	// RateLimited replies as RateLimited(time.Second) does.
+	RateLimited float64
+	// ServerError replies as ServerError(502) does.
+	ServerError float64
+	// Slow processes the close normally and replies after SlowDelay.
+	Slow float64
+	// Malformed replies as MalformedBody() does.
+	Malformed float64
+	// BadSignature processes the close normally and replies with a wrong
+	// signature, as BadSignature() does.
+	BadSignature float64
+	// SlowDelay is the delay of Slow faults. If zero, 35 seconds (longer
+	// than a typical 30 second client timeout).
+	SlowDelay time.Duration
+}
+
+func (r Rates) validate() error {
+	sum := 0.0
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"SystemError", r.SystemError}, {"RateLimited", r.RateLimited}, {"ServerError", r.ServerError},
+		{"Slow", r.Slow}, {"Malformed", r.Malformed}, {"BadSignature", r.BadSignature},
+	} {
+		if math.IsNaN(f.v) || f.v < 0 || f.v > 1 {
+			return fmt.Errorf("sandbox: Rates.%s must be between 0 and 1, got %v", f.name, f.v)
+		}
+		sum += f.v
+	}
+	if sum > 1+1e-9 {
+		return fmt.Errorf("sandbox: Rates must sum to at most 1, got %v", sum)
+	}
+	if r.SlowDelay < 0 {
+		return errors.New("sandbox: Rates.SlowDelay must not be negative")
+	}
+	return nil
+}
+
+// Options configures a Server. The zero value is a usable sandbox with fresh
+// keys, merchant DefaultMchID and app id DefaultAppID.
+type Options struct {
+	// MchID is the merchant (or institution, sp_mchid) id accepted. If
+	// empty, Credentials.MchID when Credentials is set, else DefaultMchID.
+	MchID string
+	// AppID is the v2 appid accepted. If empty, Credentials.AppID when
+	// Credentials is set, else DefaultAppID.
+	AppID string
+	// MinCloseAge is how long after an order's CreatedAt a close is
+	// accepted; earlier closes are refused and counted (EarlyCalls). If
+	// zero, 5 minutes, WeChat Pay's documented minimum.
+	MinCloseAge time.Duration
+	// Now is the sandbox clock, used for timestamps, the timestamp window
+	// and MinCloseAge. If nil, time.Now.
+	Now func() time.Time
+	// UnknownOrders says what a close of an unknown order does. If zero,
+	// UnknownNotFound.
+	UnknownOrders UnknownOrderPolicy
+	// SignWithPublicKeyID signs v3 responses with the key of PublicKeyPEM
+	// and announces Wechatpay-Serial = PublicKeyID (WeChat Pay public-key
+	// mode). If false, responses are signed with the current platform
+	// certificate's key and announce its serial.
+	SignWithPublicKeyID bool
+	// Rates adds random faults to close calls that have no scripted step.
+	// If zero, no random faults.
+	Rates Rates
+	// Seed seeds the random faults so that a run can be repeated. If zero,
+	// a time-based seed.
+	Seed int64
+	// Credentials are the keys to use, for example from LoadCredentials. If
+	// nil, fresh RSA-2048 keys are generated with GenerateCredentials.
+	Credentials *Credentials
+	// Logf, if set, receives one line per recorded call. Secrets are never
+	// passed to it.
+	Logf func(format string, args ...any)
+}
+
+// platformKey is one platform key and its certificate.
+type platformKey struct {
+	key     *rsa.PrivateKey
+	cert    *x509.Certificate
+	certPEM []byte
+	serial  string
+}
+
+// Server is a sandbox instance. It is safe for concurrent use; create it
+// with New.
+type Server struct {
+	opts           Options // normalised: every zero value replaced
+	merchantPub    *rsa.PublicKey
+	merchantSerial string
+	pubKey         *rsa.PrivateKey // signs in public-key mode
+	pubKeyID       string
+	apiKey         string // v2
+	apiV3Key       string
+	handler        http.Handler
+
+	mu        sync.Mutex
+	creds     Credentials    // current; platform fields change on rotation
+	platforms []*platformKey // oldest first; the last one signs
+	byOutNo   map[string]*Order
+	byTxID    map[string]*Order
+	scripts   map[string][]Step
+	calls     []Call
+	early     int
+	rng       *rand.Rand
+}
+
+// New returns a sandbox configured by opts. It fails if opts or
+// opts.Credentials are inconsistent (for example MchID differing from
+// Credentials.MchID).
+func New(opts Options) (*Server, error) {
+	if opts.MinCloseAge < 0 {
+		return nil, errors.New("sandbox: Options.MinCloseAge must not be negative")
+	}
+	if opts.MinCloseAge == 0 {
+		opts.MinCloseAge = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.UnknownOrders != UnknownNotFound && opts.UnknownOrders != UnknownCreate {
+		return nil, fmt.Errorf("sandbox: Options.UnknownOrders %d is not a known policy", int(opts.UnknownOrders))
+	}
+	if err := opts.Rates.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Rates.SlowDelay == 0 {
+		opts.Rates.SlowDelay = 35 * time.Second
+	}
+	if opts.Seed == 0 {
+		opts.Seed = time.Now().UnixNano()
+	}
+	creds := opts.Credentials
+	if creds == nil {
+		var err error
+		if creds, err = GenerateCredentials(opts.MchID, opts.AppID); err != nil {
+			return nil, err
+		}
+	}
+	if opts.MchID == "" {
+		opts.MchID = creds.MchID
+	} else if opts.MchID != creds.MchID {
+		return nil, fmt.Errorf("sandbox: Options.MchID %q differs from Credentials.MchID %q", opts.MchID, creds.MchID)
+	}
+	if opts.AppID == "" {
+		opts.AppID = creds.AppID
+	} else if opts.AppID != creds.AppID {
+		return nil, fmt.Errorf("sandbox: Options.AppID %q differs from Credentials.AppID %q", opts.AppID, creds.AppID)
+	}
+	p, err := creds.parse()
+	if err != nil {
+		return nil, err
+	}
+	if opts.SignWithPublicKeyID && p.publicPrivate == nil {
+		return nil, errors.New("sandbox: SignWithPublicKeyID needs the private half of PublicKeyPEM, but it is not PlatformKeyPEM (credentials saved after a rotation?); generate new credentials")
+	}
+	opts.Credentials = nil // the server keeps its own copy
+	s := &Server{
+		opts:           opts,
+		merchantPub:    p.merchantCert.PublicKey.(*rsa.PublicKey),
+		merchantSerial: creds.MerchantCertSerial,
+		pubKey:         p.publicPrivate,
+		pubKeyID:       creds.PublicKeyID,
+		apiKey:         creds.APIKey,
+		apiV3Key:       creds.APIv3Key,
+		creds:          creds.clone(),
+		platforms: []*platformKey{{
+			key: p.platformKey, cert: p.platformCert,
+			certPEM: creds.PlatformCertPEM, serial: creds.PlatformCertSerial,
+		}},
+		byOutNo: map[string]*Order{},
+		byTxID:  map[string]*Order{},
+		scripts: map[string][]Step{},
+		rng:     rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed)),
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving the WeChat Pay endpoints and the
+// admin endpoints. Serve it with httptest.NewServer or an http.Server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Credentials returns a copy of the credentials in use, with the current
+// platform certificate after a RotatePlatformCert.
+func (s *Server) Credentials() Credentials {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.creds.clone()
+}
+
+// RotatePlatformCert creates a new platform key and certificate and signs
+// every later response with it (unless SignWithPublicKeyID). Older
+// certificates stay listed by the certificates endpoint, as during a real
+// WeChat Pay rotation. It returns the new certificate's serial.
+func (s *Server) RotatePlatformCert() (serial string, err error) {
+	keyPEM, certPEM, serial, err := newKeyAndCert(platformSubject(), time.Now())
+	if err != nil {
+		return "", err
+	}
+	key, err := parsePrivateKey(keyPEM, "platform key")
+	if err != nil {
+		return "", err
+	}
+	cert, err := parseCert(certPEM, "platform certificate")
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.platforms = append(s.platforms, &platformKey{key: key, cert: cert, certPEM: certPEM, serial: serial})
+	s.creds.PlatformKeyPEM = keyPEM
+	s.creds.PlatformCertPEM = certPEM
+	s.creds.PlatformCertSerial = serial
+	s.logf("sandbox: platform certificate rotated; responses are now signed by serial %s", serial)
+	return serial, nil
+}
+
+// signingKey returns the key that signs responses now and the serial to
+// announce in Wechatpay-Serial.
+func (s *Server) signingKey() (*rsa.PrivateKey, string) {
+	if s.opts.SignWithPublicKeyID {
+		return s.pubKey, s.pubKeyID
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.platforms[len(s.platforms)-1]
+	return p.key, p.serial
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.opts.Logf != nil {
+		s.opts.Logf(format, args...)
+	}
+}

@@ -1,0 +1,292 @@
+package sandbox
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// parseV2XML decodes a v2 request: one <xml> root whose children are
+// elements with text (or CDATA) only. Every field is kept, known or not,
+// because the sign covers them all. DOCTYPE and other directives are refused,
+// as WeChat Pay refuses them to prevent XXE.
+func parseV2XML(body []byte) (map[string]string, error) {
+	dec := xml.NewDecoder(bytes.NewReader(body))
+	dec.Strict = true
+	fields := map[string]string{}
+	var (
+		depth           int
+		cur             string
+		text            strings.Builder
+		sawRoot, closed bool
+	)
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("invalid XML: %v", err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			switch depth {
+			case 0:
+				if sawRoot {
+					return nil, errors.New("more than one root element")
+				}
+				if t.Name.Local != "xml" {
+					return nil, fmt.Errorf("root element must be <xml>, not <%s>", t.Name.Local)
+				}
+				sawRoot = true
+			case 1:
+				cur = t.Name.Local
+				if _, dup := fields[cur]; dup {
+					return nil, fmt.Errorf("field <%s> appears twice", cur)
+				}
+				text.Reset()
+			default:
+				return nil, fmt.Errorf("field <%s> must contain text, not elements", cur)
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+			switch depth {
+			case 1:
+				fields[cur] = text.String()
+			case 0:
+				closed = true
+			}
+		case xml.CharData:
+			if depth == 2 {
+				text.Write(t)
+			} else if len(bytes.TrimSpace(t)) > 0 {
+				return nil, errors.New("text outside a field element")
+			}
+		case xml.Directive:
+			return nil, errors.New("DOCTYPE and other directives are not allowed")
+		}
+	}
+	if !sawRoot || !closed {
+		return nil, errors.New("no complete <xml> element")
+	}
+	return fields, nil
+}
+
+// cdata wraps v in a CDATA section, splitting any "]]>" inside it.
+func cdata(v string) string {
+	return "<![CDATA[" + strings.ReplaceAll(v, "]]>", "]]]]><![CDATA[>") + "]]>"
+}
+
+// kv is one v2 response field; order is kept for readability.
+type kv struct{ k, v string }
+
+func v2XML(fields []kv) []byte {
+	var b bytes.Buffer
+	b.WriteString("<xml>")
+	for _, f := range fields {
+		if f.v == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "<%s>%s</%s>", f.k, cdata(f.v), f.k)
+	}
+	b.WriteString("</xml>")
+	return b.Bytes()
+}
+
+// v2Code maps a v3-style code used in Steps to the v2 err_code.
+func v2Code(code string) string {
+	switch code {
+	case "SYSTEM_ERROR":
+		return "SYSTEMERROR"
+	case "RATE_LIMITED":
+		return "FREQUENCY_LIMITED"
+	case "ORDER_NOT_EXIST":
+		return "ORDERNOTEXIST"
+	case "SIGN_ERROR":
+		return "SIGNERROR"
+	}
+	return code
+}
+
+// v2Reply is a v2 response ready to write.
+type v2Reply struct {
+	status      int
+	body        []byte
+	contentType string
+	code        string // recorded in Call.Code
+}
+
+// v2Fail is a communication-level failure: return_code FAIL, unsigned.
+func v2Fail(msg string) v2Reply {
+	return v2Reply{
+		status:      http.StatusOK,
+		body:        v2XML([]kv{{"return_code", "FAIL"}, {"return_msg", msg}}),
+		contentType: "text/xml; charset=utf-8",
+		code:        "FAIL",
+	}
+}
+
+func (s *Server) finishV2(w http.ResponseWriter, r *http.Request, call Call, rep v2Reply, outcome string, delay time.Duration, retryAfter time.Duration) {
+	call.Outcome = outcome
+	call.Code = rep.code
+	if !wait(r.Context(), delay) {
+		call.Status = 0
+		s.record(call)
+		return
+	}
+	call.Status = rep.status
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int64((retryAfter+time.Second-1)/time.Second)))
+	}
+	w.Header().Set("Content-Type", rep.contentType)
+	w.WriteHeader(rep.status)
+	w.Write(rep.body)
+	s.record(call)
+}
+
+// v2Close serves POST /pay/closeorder.
+func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
+	call := s.newCall("v2", r)
+	fail := func(msg, outcome string) { s.finishV2(w, r, call, v2Fail(msg), outcome, 0, 0) }
+	if r.Method != http.MethodPost {
+		fail("REQUIRE_POST_METHOD: closeorder requires POST", "bad_request")
+		return
+	}
+	body, err := readBody(r)
+	if err != nil {
+		fail("XML_FORMAT_ERROR: "+err.Error(), "bad_request")
+		return
+	}
+	f, err := parseV2XML(body)
+	if err != nil {
+		fail("XML_FORMAT_ERROR: XML格式错误: "+err.Error(), "bad_request")
+		return
+	}
+	call.MchID, call.SubMchID, call.OutTradeNo = f["mch_id"], f["sub_mch_id"], f["out_trade_no"]
+	for _, k := range []string{"appid", "mch_id", "out_trade_no", "nonce_str", "sign"} {
+		if f[k] == "" {
+			fail("缺少参数 "+k+" (required field "+k+" is missing or empty)", "bad_request")
+			return
+		}
+	}
+	signType := f["sign_type"]
+	if signType == "" {
+		signType = signTypeMD5 // WeChat Pay's documented default
+	}
+	if signType != signTypeMD5 && signType != signTypeHMACSHA256 {
+		fail("sign_type must be MD5 or HMAC-SHA256", "bad_request")
+		return
+	}
+	if f["mch_id"] != s.opts.MchID {
+		fail("mch_id "+f["mch_id"]+" is not a merchant of this sandbox", "auth_failed")
+		return
+	}
+	want, _ := v2Sign(f, s.apiKey, signType)
+	if !hmac.Equal([]byte(want), []byte(f["sign"])) {
+		fail("签名错误", "auth_failed")
+		return
+	}
+	if f["appid"] != s.opts.AppID {
+		fail("appid和mch_id不匹配 (appid does not belong to mch_id)", "auth_failed")
+		return
+	}
+	if len(f["nonce_str"]) > 32 {
+		fail("nonce_str must be at most 32 characters", "bad_request")
+		return
+	}
+	if !validOrderNo(f["out_trade_no"]) {
+		fail("out_trade_no must be 1 to 32 characters of digits, letters and _-|*@", "bad_request")
+		return
+	}
+	q := closeReq{orderNo: f["out_trade_no"], mchid: f["mch_id"], subMch: f["sub_mch_id"]}
+	st, fault := s.nextStep(q)
+	tag := "scripted"
+	if fault {
+		tag = "fault"
+	}
+	var rep v2Reply
+	var outcome string
+	switch {
+	case st.Malformed:
+		rep = v2Reply{status: http.StatusOK, body: []byte("<xml><return_code><![CDATA[SUCC"), contentType: "text/xml; charset=utf-8", code: st.Code}
+		outcome = tag
+	case st.bare():
+		rep = v2Reply{status: st.Status, body: []byte(fmt.Sprintf("%d %s\n", st.Status, http.StatusText(st.Status))), contentType: "text/plain; charset=utf-8"}
+		outcome = tag
+	case st.replaces():
+		msg := st.Message
+		if msg == "" {
+			msg = "sandbox scripted error " + st.Code
+		}
+		rep = s.v2Result(f, signType, v2Code(st.Code), msg, st.Signature)
+		outcome = tag
+	default:
+		res := s.applyClose(q)
+		code, msg := v2ResultCode(res, s.opts.MinCloseAge)
+		rep = s.v2Result(f, signType, code, msg, st.Signature)
+		outcome = res.outcome()
+		call.Early = res == resEarly
+	}
+	s.finishV2(w, r, call, rep, outcome, st.Delay, st.RetryAfter)
+}
+
+// v2ResultCode maps a close result to err_code and err_code_des ("" for
+// success).
+func v2ResultCode(res closeResult, minAge time.Duration) (string, string) {
+	switch res {
+	case resClosed:
+		return "", ""
+	case resAlreadyClosed:
+		return "ORDERCLOSED", "订单已关闭"
+	case resPaid:
+		return "ORDERPAID", "订单已支付"
+	case resNotFound:
+		return "ORDERNOTEXIST", "订单不存在"
+	case resEarly:
+		return "INVALID_REQUEST", earlyMessage(minAge)
+	default: // resNoAuth
+		return "NO_AUTH", "the order does not belong to this merchant"
+	}
+}
+
+// v2Result builds a return_code=SUCCESS reply, signed with the request's
+// sign type unless sig says otherwise. An empty errCode means result SUCCESS.
+func (s *Server) v2Result(req map[string]string, signType, errCode, errDes string, sig SignatureFault) v2Reply {
+	result, resultMsg := "SUCCESS", "OK"
+	if errCode != "" {
+		result, resultMsg = "FAIL", errDes
+	}
+	fields := []kv{
+		{"return_code", "SUCCESS"},
+		{"return_msg", "OK"},
+		{"appid", req["appid"]},
+		{"mch_id", req["mch_id"]},
+		{"sub_appid", req["sub_appid"]},
+		{"sub_mch_id", req["sub_mch_id"]},
+		{"nonce_str", randomString(32, alnum)},
+		{"result_code", result},
+		{"result_msg", resultMsg},
+		{"err_code", errCode},
+		{"err_code_des", errDes},
+	}
+	if sig != SigMissing {
+		m := make(map[string]string, len(fields))
+		for _, f := range fields {
+			m[f.k] = f.v
+		}
+		if sig == SigBad {
+			// A well-formed sign over different content.
+			m["nonce_str"] += "x"
+		}
+		sign, _ := v2Sign(m, s.apiKey, signType)
+		fields = append(fields, kv{"sign", sign})
+	}
+	return v2Reply{status: http.StatusOK, body: v2XML(fields), contentType: "text/xml; charset=utf-8", code: errCode}
+}
