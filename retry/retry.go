@@ -1,0 +1,270 @@
+// Package retry decides when a failed close-order task runs again and
+// whether the failure spends the task's retry budget. It is policy only: no
+// I/O, no Redis, no asynq import, so the decisions are easy to test and to
+// read in one place.
+//
+// The delay is computed from the attempt number n alone. asynq calls
+// Config.RetryDelayFunc(n, err, task) with a fresh call for every retry and
+// keeps no state between calls (n is the task's Retried count, stored in
+// Redis), so a stateful calculator such as a long-lived
+// backoff.ExponentialBackOff would be shared by every task a worker runs and
+// would grow with the worker's history instead of the task's. Policy.Backoff
+// therefore derives the un-jittered interval Initial·Multiplier^n directly and
+// lets github.com/cenkalti/backoff/v4 apply its randomization to that one
+// interval.
+//
+// Wiring, in cmd/worker:
+//
+//	p := retry.Policy{} // or from configuration, checked with p.Validate()
+//	cfg := asynq.Config{
+//		IsFailure: retry.IsFailure,
+//		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
+//			return p.Delay(n, err)
+//		},
+//	}
+//
+// Errors that do not count as failures (a Postpone, a rate-limited WeChat
+// response) still go through asynq's retry path. Note that asynq v0.26.0
+// checks the budget before IsFailure: once a task has used all its retries
+// (Retried == MaxRetry), any error on its last attempt archives it, even one
+// for which IsFailure reports false.
+package retry
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/wxclose/wxclose/wechat"
+)
+
+// Defaults used for the zero values of Policy's fields.
+const (
+	DefaultInitial    = 10 * time.Second
+	DefaultMax        = 10 * time.Minute
+	DefaultMultiplier = 2.0
+	DefaultJitter     = 0.2
+)
+
+// Policy is an exponential backoff curve with jitter. The zero value is
+// ready to use: 10 s, 20 s, 40 s, ... capped at 10 minutes, each ±20 %.
+//
+// A Policy is a plain value: it is safe to copy and to use from many
+// goroutines at once.
+type Policy struct {
+	// Initial is the un-jittered delay before the first retry (n = 0).
+	// If zero, 10 s.
+	Initial time.Duration
+	// Max caps every delay, jitter included. It must be at least Initial.
+	// If zero, 10 minutes.
+	Max time.Duration
+	// Multiplier is the growth of the un-jittered delay from one retry to
+	// the next. It must be greater than 1. If zero, 2.
+	Multiplier float64
+	// Jitter is the randomization factor: a delay is drawn uniformly from
+	// interval·[1-Jitter, 1+Jitter], so that tasks that failed together do
+	// not retry together. It must be below (Multiplier-1)/(Multiplier+1)
+	// (1/3 for Multiplier 2), which keeps the shortest draw for retry n+1
+	// longer than the longest draw for retry n. If zero, 0.2. If negative,
+	// delays are not randomized (useful in tests that assert run times).
+	Jitter float64
+}
+
+// withDefaults returns p with every zero field replaced by its default and a
+// negative Jitter replaced by 0.
+func (p Policy) withDefaults() Policy {
+	if p.Initial == 0 {
+		p.Initial = DefaultInitial
+	}
+	if p.Max == 0 {
+		p.Max = DefaultMax
+	}
+	if p.Multiplier == 0 {
+		p.Multiplier = DefaultMultiplier
+	}
+	switch {
+	case p.Jitter == 0:
+		p.Jitter = DefaultJitter
+	case p.Jitter < 0:
+		p.Jitter = 0
+	}
+	return p
+}
+
+// Validate reports the first field that makes p unusable, after zero values
+// are replaced by their defaults. Call it once at startup; Backoff and Delay
+// fall back to the default policy rather than misbehave on an invalid one.
+func (p Policy) Validate() error {
+	d := p.withDefaults()
+	switch {
+	case d.Initial < 0:
+		return fmt.Errorf("retry: Initial is %s: it must be positive (or zero for %s)", d.Initial, DefaultInitial)
+	case d.Max < 0:
+		return fmt.Errorf("retry: Max is %s: it must be positive (or zero for %s)", d.Max, DefaultMax)
+	case d.Max < d.Initial:
+		return fmt.Errorf("retry: Max (%s) is shorter than Initial (%s): raise Max or lower Initial", d.Max, d.Initial)
+	case math.IsNaN(d.Multiplier) || math.IsInf(d.Multiplier, 0) || d.Multiplier <= 1:
+		return fmt.Errorf("retry: Multiplier is %v: it must be a number greater than 1 (or zero for %v)", p.Multiplier, DefaultMultiplier)
+	case math.IsNaN(d.Jitter) || math.IsInf(d.Jitter, 0):
+		return fmt.Errorf("retry: Jitter is %v: it must be a number", p.Jitter)
+	}
+	if limit := (d.Multiplier - 1) / (d.Multiplier + 1); d.Jitter >= limit {
+		return fmt.Errorf("retry: Jitter is %v: with Multiplier %v it must be below %.4f so that every delay is longer than the one before", p.Jitter, d.Multiplier, limit)
+	}
+	return nil
+}
+
+// effective returns p with defaults applied, or the default policy if p is
+// invalid, so that Backoff never panics or returns a non-positive delay.
+func (p Policy) effective() Policy {
+	if p.Validate() != nil {
+		return Policy{}.withDefaults()
+	}
+	return p.withDefaults()
+}
+
+// interval returns the un-jittered delay for retry n: Initial·Multiplier^n,
+// capped at Max. A negative n counts as 0.
+func (p Policy) interval(n int) time.Duration {
+	if n < 0 {
+		n = 0
+	}
+	f := float64(p.Initial) * math.Pow(p.Multiplier, float64(n))
+	if f >= float64(p.Max) { // also catches +Inf for large n
+		return p.Max
+	}
+	return time.Duration(f)
+}
+
+// zeroClock satisfies backoff.Clock without reading the system clock:
+// MaxElapsedTime is 0, so the elapsed time is never used.
+type zeroClock struct{}
+
+func (zeroClock) Now() time.Time { return time.Time{} }
+
+// Backoff returns the delay before retry n (0 for the first retry): the
+// interval Initial·Multiplier^n, capped at Max, randomized by ±Jitter the way
+// backoff.ExponentialBackOff does it, and then capped at Max again because the
+// library caps only the interval, not the randomized delay.
+//
+// Every delay lies in [Initial·(1-Jitter), Max]. Backoff(n+1) > Backoff(n)
+// for every pair of draws as long as Initial·Multiplier^(n+1) < Max; once the
+// interval reaches Max the delays stay in [Max·(1-Jitter), Max] and grow no
+// more, so they are monotone in expectation but not draw by draw.
+//
+// The random numbers come from math/rand's global source, which is safe for
+// concurrent use; Backoff keeps no other state.
+func (p Policy) Backoff(n int) time.Duration {
+	p = p.effective()
+	b := backoff.ExponentialBackOff{
+		InitialInterval:     p.interval(n),
+		RandomizationFactor: p.Jitter,
+		Multiplier:          p.Multiplier,
+		MaxInterval:         p.Max,
+		MaxElapsedTime:      0,
+		Stop:                backoff.Stop,
+		Clock:               zeroClock{},
+	}
+	b.Reset()
+	return min(b.NextBackOff(), p.Max)
+}
+
+// Postpone is the error a handler returns when a task ran before it was
+// allowed to: WeChat Pay must not be asked to close an order earlier than
+// its creation plus 5 minutes, and asynq can start a task up to a second
+// early. It is not a failure (see IsFailure) and Delay schedules the task for
+// Until.
+type Postpone struct {
+	// Until is the earliest time the task may do its work.
+	Until time.Time
+	// Reason says why, for logs and the asynq UI.
+	Reason string
+}
+
+// Error implements error.
+func (p *Postpone) Error() string {
+	if p == nil {
+		return "not yet due"
+	}
+	return fmt.Sprintf("not yet due: %s, run again at %s", p.Reason, p.Until.UTC().Format(time.RFC3339))
+}
+
+// PostponeUntil returns a *Postpone asking for the task to run again at t.
+func PostponeUntil(t time.Time, reason string) error {
+	return &Postpone{Until: t, Reason: reason}
+}
+
+// IsFailure is meant for asynq.Config.IsFailure. It reports false for a
+// *Postpone and for a wechat.ClassRateLimited error (wrapped or not), so that
+// neither spends the task's retry budget: running early is not the task's
+// fault, and being told to slow down says nothing about whether the close can
+// succeed. Every other error is a failure, including errors that are not a
+// *wechat.Error (see wechat.ClassOf). A nil error is not.
+func IsFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pp *Postpone
+	if errors.As(err, &pp) {
+		return false
+	}
+	return wechat.ClassOf(err) != wechat.ClassRateLimited
+}
+
+// Delay is meant for asynq.Config.RetryDelayFunc; n is the number of retries
+// already spent (asynq's Retried) and err what the handler returned.
+//
+//   - *Postpone: the time left until Until, so the task runs no earlier
+//     than Until (see below on whole seconds).
+//   - wechat.ClassRateLimited with a RetryAfter hint: that hint, the same
+//     way, but no longer than Max, so a wild hint cannot park an order.
+//   - wechat.ClassRateLimited without a hint: Backoff(0), a short jittered
+//     wait that does not grow. Rate-limited attempts do not increment n
+//     (IsFailure is false), so n cannot say how often the task was limited;
+//     the jitter spreads the retries of tasks limited together.
+//   - anything else: Backoff(n).
+//
+// asynq stores run times in whole Unix seconds and truncates, so a delay that
+// must not end early is rounded: Delay aims at Until rounded up to a whole
+// second and returns the time to it rounded up to a whole second, at least
+// 1 s. asynq's truncation of now+delay then still lands on or after Until.
+func (p Policy) Delay(n int, err error) time.Duration {
+	return p.delay(time.Now(), n, err)
+}
+
+// delay is Delay with an explicit clock, for tests.
+func (p Policy) delay(now time.Time, n int, err error) time.Duration {
+	var pp *Postpone
+	if errors.As(err, &pp) {
+		if pp == nil {
+			return time.Second
+		}
+		return untilDelay(now, pp.Until)
+	}
+	var we *wechat.Error
+	if errors.As(err, &we) && we.Class == wechat.ClassRateLimited {
+		if we.RetryAfter > 0 {
+			return untilDelay(now, now.Add(min(we.RetryAfter, p.effective().Max)))
+		}
+		return p.Backoff(0)
+	}
+	return p.Backoff(n)
+}
+
+// untilDelay returns a whole number of seconds, at least 1, such that
+// now+delay truncated to whole seconds (as asynq stores it) is not before
+// until.
+func untilDelay(now, until time.Time) time.Duration {
+	target := until.Truncate(time.Second)
+	if target.Before(until) {
+		target = target.Add(time.Second)
+	}
+	d := target.Sub(now)
+	if r := d % time.Second; r != 0 {
+		d += time.Second - r
+	}
+	return max(d, time.Second)
+}

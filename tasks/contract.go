@@ -1,0 +1,235 @@
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"strings"
+	"time"
+)
+
+// Queue names and task types. Other systems (the merchant's reconciler,
+// dashboards, alert rules) depend on these exact strings.
+const (
+	QueueClose     = "close_order"
+	TypeClose      = "order:close"
+	QueueReconcile = "reconciliation"
+	TypeReconcile  = "order:reconcile"
+)
+
+// MinCloseAge is WeChat Pay's rule: an order cannot be closed sooner than
+// this after it was created.
+const MinCloseAge = 5 * time.Minute
+
+// ReasonOrderPaid is the reconciliation reason for an order that WeChat Pay
+// reported as paid when wxclose tried to close it.
+const ReasonOrderPaid = "ORDERPAID"
+
+// ErrInvalidPayload is wrapped by every validation error; the message names
+// the offending field.
+var ErrInvalidPayload = errors.New("invalid close order")
+
+// ClosePayload is the JSON payload of an order:close task.
+type ClosePayload struct {
+	// OutTradeNo is the merchant's order number. One of OutTradeNo and
+	// TransactionID is required; when both are set, OutTradeNo is used.
+	OutTradeNo string `json:"out_trade_no,omitempty"`
+	// TransactionID is WeChat Pay's order number.
+	TransactionID string `json:"transaction_id,omitempty"`
+	// MchID is the merchant (or the institution, in institutional mode).
+	// If empty, the worker's configured merchant is used.
+	MchID string `json:"mchid,omitempty"`
+	// SubMchID is the sub-merchant; setting it selects institutional mode.
+	SubMchID string `json:"sub_mchid,omitempty"`
+	// SubAppID is the sub-merchant's app id (v2 institutional mode).
+	SubAppID string `json:"sub_appid,omitempty"`
+	// CreatedAt is when the order was created at WeChat Pay. Required.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ReconcilePayload is the JSON payload of an order:reconcile task: an order
+// that could not be closed because the payer paid, to be booked as paid (or
+// refunded) by the merchant's reconciler.
+type ReconcilePayload struct {
+	OutTradeNo    string    `json:"out_trade_no,omitempty"`
+	TransactionID string    `json:"transaction_id,omitempty"`
+	MchID         string    `json:"mchid,omitempty"`
+	SubMchID      string    `json:"sub_mchid,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	DetectedAt    time.Time `json:"detected_at"`
+	Reason        string    `json:"reason"`
+}
+
+// OrderRef identifies one order; it is what task ids are derived from.
+type OrderRef struct {
+	OutTradeNo    string
+	TransactionID string
+	MchID         string
+	SubMchID      string
+}
+
+// Ref returns the identifiers of the order p closes.
+func (p ClosePayload) Ref() OrderRef {
+	return OrderRef{OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID, MchID: p.MchID, SubMchID: p.SubMchID}
+}
+
+// Number returns the order number used for the close call and the task id:
+// OutTradeNo if set, else TransactionID.
+func (r OrderRef) Number() string {
+	if r.OutTradeNo != "" {
+		return r.OutTradeNo
+	}
+	return r.TransactionID
+}
+
+// CloseTaskID returns the id of the close task of an order. One order has
+// one task id, so a second enqueue of the same order is recognised as a
+// duplicate. The layout is
+//
+//	close:<merchant>:out_trade_no:<out_trade_no>
+//	close:<merchant>:transaction_id:<transaction_id>
+//
+// where <merchant> is the mchid, "<mchid>.<sub_mchid>" in institutional mode,
+// or "_" when the payload leaves the merchant to the worker's default. Order
+// numbers cannot contain ':', so the id is unambiguous, and it never contains
+// '{' or '}', which Redis Cluster would read as a hash tag.
+func CloseTaskID(r OrderRef) string { return "close:" + r.idSuffix() }
+
+// ReconcileTaskID returns the id of the reconciliation task of an order
+// ("reconcile:" followed by the same suffix as CloseTaskID), so an order gets
+// at most one reconciliation task however often its close runs.
+func ReconcileTaskID(r OrderRef) string { return "reconcile:" + r.idSuffix() }
+
+func (r OrderRef) idSuffix() string {
+	merchant := r.MchID
+	if merchant == "" {
+		merchant = "_"
+	}
+	if r.SubMchID != "" {
+		merchant += "." + r.SubMchID
+	}
+	if r.OutTradeNo != "" {
+		return merchant + ":out_trade_no:" + r.OutTradeNo
+	}
+	return merchant + ":transaction_id:" + r.TransactionID
+}
+
+// Validate checks every field and returns an error wrapping
+// ErrInvalidPayload that names the first bad field.
+func (p ClosePayload) Validate() error {
+	if err := p.Ref().Validate(); err != nil {
+		return err
+	}
+	if p.SubAppID != "" && !isToken(p.SubAppID, 32, isAppIDChar) {
+		return fieldError("sub_appid", p.SubAppID, "must be 1 to 32 letters, digits or '_'")
+	}
+	if p.CreatedAt.IsZero() {
+		return fmt.Errorf("%w: created_at is required (RFC 3339, e.g. 2026-11-22T10:00:00+08:00)", ErrInvalidPayload)
+	}
+	return nil
+}
+
+// Validate checks the order identifiers.
+func (r OrderRef) Validate() error {
+	if r.OutTradeNo == "" && r.TransactionID == "" {
+		return fmt.Errorf("%w: one of out_trade_no and transaction_id is required", ErrInvalidPayload)
+	}
+	if r.OutTradeNo != "" && !isToken(r.OutTradeNo, 32, isOrderNoChar) {
+		return fieldError("out_trade_no", r.OutTradeNo, "must be 1 to 32 characters of letters, digits and _ - | * @")
+	}
+	if r.TransactionID != "" && !isToken(r.TransactionID, 32, isAlnum) {
+		return fieldError("transaction_id", r.TransactionID, "must be 1 to 32 letters or digits")
+	}
+	if r.MchID != "" && !isToken(r.MchID, 32, isDigit) {
+		return fieldError("mchid", r.MchID, "must be 1 to 32 digits")
+	}
+	if r.SubMchID != "" && !isToken(r.SubMchID, 32, isDigit) {
+		return fieldError("sub_mchid", r.SubMchID, "must be 1 to 32 digits")
+	}
+	return nil
+}
+
+// fieldError quotes the bad value (truncated) so an operator can find the
+// offending record; values here are identifiers, never secrets.
+func fieldError(field, value, rule string) error {
+	const maxShown = 40
+	if len(value) > maxShown {
+		value = value[:maxShown] + "..."
+	}
+	return fmt.Errorf("%w: %s %q %s", ErrInvalidPayload, field, value, rule)
+}
+
+func isToken(s string, maxLen int, ok func(byte) bool) bool {
+	if len(s) == 0 || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isDigit(c byte) bool       { return c >= '0' && c <= '9' }
+func isAlnum(c byte) bool       { return isDigit(c) || (c|0x20 >= 'a' && c|0x20 <= 'z') }
+func isAppIDChar(c byte) bool   { return isAlnum(c) || c == '_' }
+func isOrderNoChar(c byte) bool { return isAlnum(c) || strings.IndexByte("_-|*@", c) >= 0 }
+
+// DecodeClosePayload parses and validates an order:close payload as it was
+// read from Redis. A payload that is not a JSON object, or fails validation,
+// gets an error wrapping ErrInvalidPayload.
+func DecodeClosePayload(data []byte) (ClosePayload, error) {
+	var p ClosePayload
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&p); err != nil {
+		return ClosePayload{}, fmt.Errorf("%w: payload is not a close order JSON object: %v", ErrInvalidPayload, err)
+	}
+	if dec.More() {
+		return ClosePayload{}, fmt.Errorf("%w: payload has trailing data after the JSON object", ErrInvalidPayload)
+	}
+	if err := p.Validate(); err != nil {
+		return ClosePayload{}, err
+	}
+	return p, nil
+}
+
+// DecodeReconcilePayload parses an order:reconcile payload, for the
+// merchant's reconciler.
+func DecodeReconcilePayload(data []byte) (ReconcilePayload, error) {
+	var p ReconcilePayload
+	if err := json.Unmarshal(data, &p); err != nil {
+		return ReconcilePayload{}, fmt.Errorf("%w: payload is not a reconcile JSON object: %v", ErrInvalidPayload, err)
+	}
+	r := OrderRef{OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID, MchID: p.MchID, SubMchID: p.SubMchID}
+	if err := r.Validate(); err != nil {
+		return ReconcilePayload{}, err
+	}
+	return p, nil
+}
+
+// EarliestClose is the first instant at which WeChat Pay accepts a close of
+// an order created at createdAt.
+func EarliestClose(createdAt time.Time) time.Time { return createdAt.Add(MinCloseAge) }
+
+// DueAt is when a close should run: the later of closeAt (the merchant's own
+// payment timeout, zero if none) and creation + 5 minutes + margin, rounded
+// up to a whole second. asynq stores run times in whole seconds, truncating,
+// and can start a task up to a second before its stored time; rounding up
+// and adding the margin keeps the start after the 5-minute mark.
+func DueAt(createdAt, closeAt time.Time, margin time.Duration) time.Time {
+	due := EarliestClose(createdAt).Add(max(margin, 0))
+	if closeAt.After(due) {
+		due = closeAt
+	}
+	return ceilSecond(due)
+}
+
+func ceilSecond(t time.Time) time.Time {
+	if t.Nanosecond() == 0 {
+		return t
+	}
+	return t.Truncate(time.Second).Add(time.Second)
+}
