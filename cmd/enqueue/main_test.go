@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/wxclose/wxclose/internal/redistest"
+	"github.com/wxclose/wxclose/tasks"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCmd(stdin string, args ...string) result {
+	var out, errw bytes.Buffer
+	code := run(args, strings.NewReader(stdin), &out, &errw)
+	return result{code, out.String(), errw.String()}
+}
+
+// TestEndToEnd drives the command through a producer's and an operator's
+// day against a private Redis.
+func TestEndToEnd(t *testing.T) {
+	srv := redistest.Start(t)
+	t.Setenv("REDIS_URL", srv.URL)
+	t.Setenv("WECHATPAY_MCHID", "1900000109")
+	created := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	id := "close:1900000109:out_trade_no:E-1"
+
+	steps := []struct {
+		name     string
+		stdin    string
+		args     []string
+		wantCode int
+		stdout   []string // substrings
+		stderr   []string
+	}{
+		{"enqueue one", "", []string{"--out-trade-no", "E-1", "--created-at", created},
+			exitOK, []string{"enqueued " + id + " due "}, nil},
+		{"duplicate is not an error", "", []string{"close", "-out-trade-no", "E-1"},
+			exitOK, []string{"already scheduled " + id + " (scheduled) due "}, nil},
+		{"enqueue as JSON", "", []string{"--transaction-id", "4200000001", "--mchid", "1230000109", "--close-at", time.Now().Add(time.Hour).Format(time.RFC3339), "--json"},
+			exitOK, []string{`"status":"enqueued"`, `"task_id":"close:1230000109:transaction_id:4200000001"`}, nil},
+		{"bulk from stdin",
+			`{"out_trade_no":"E-2","created_at":"` + created + `"}` + "\n\n" +
+				`{"out_trade_no":"E-1","created_at":"` + created + `"}` + "\n" +
+				`{"out_trade_no":"E 3","created_at":"` + created + `"}` + "\n",
+			[]string{"--file", "-"},
+			exitFailed, []string{"line 1: enqueued close:1900000109:out_trade_no:E-2", "line 3: already scheduled " + id},
+			[]string{`line 4: out_trade_no "E 3" must be`, "1 enqueued, 1 already scheduled, 1 rejected, 0 failed"}},
+		{"bulk all good", `{"out_trade_no":"E-4","created_at":"` + created + `"}`, []string{"--file", "-", "--quiet"},
+			exitOK, nil, []string{"1 enqueued, 0 already scheduled, 0 rejected, 0 failed"}},
+		{"status", "", []string{"status", "--out-trade-no", "E-1"},
+			exitOK, []string{"task:", id, "scheduled", "0 retried of 20 allowed", "out_trade_no=E-1"}, nil},
+		{"status json", "", []string{"status", "--out-trade-no", "E-1", "--json"},
+			exitOK, []string{`"state": "scheduled"`, `"max_retry": 20`}, nil},
+		{"list", "", []string{"list", "--state", "scheduled"},
+			exitOK, []string{"ID", "STATE", "E-1", "E-2", "E-4", "4200000001"}, nil},
+		{"list json", "", []string{"list", "--queue", "close_order", "--limit", "1", "--json"},
+			exitOK, []string{`"id": "close:`}, nil},
+		{"cancel", "", []string{"cancel", "--out-trade-no", "E-1"},
+			exitOK, []string{"cancelled " + id}, nil},
+		{"cancel again: not found", "", []string{"cancel", "--out-trade-no", "E-1"},
+			exitNotFound, nil, []string{"no close task for this order"}},
+		{"status: not found", "", []string{"status", "--out-trade-no", "E-1"},
+			exitNotFound, nil, []string{"no close task for this order"}},
+		{"replay dry run, empty archive", "", []string{"replay", "--all", "--dry-run"},
+			exitOK, nil, []string{"0 archived scanned, 0 matched"}},
+		{"replay without filter", "", []string{"replay"},
+			exitUsage, nil, []string{"give at least one filter", "--help"}},
+		{"replay bad duration", "", []string{"replay", "--older-than", "yesterday"},
+			exitUsage, nil, []string{"invalid value"}},
+		{"help", "", []string{"status", "--help"},
+			exitOK, []string{"Usage:", "Examples:", "-out-trade-no", "Exit codes:", "REDIS_URL"}, nil},
+		{"top-level help", "", []string{"help"},
+			exitOK, []string{"enqueue replay", "Exit codes:"}, nil},
+		{"unknown flag", "", []string{"--nope"},
+			exitUsage, nil, []string{"flag provided but not defined: -nope"}},
+		{"stray argument", "", []string{"list", "archived"},
+			exitUsage, nil, []string{`unexpected argument "archived"`}},
+		{"no order", "", nil,
+			exitUsage, nil, []string{"name the order with --out-trade-no or --transaction-id"}},
+		{"both numbers", "", []string{"cancel", "--out-trade-no", "A", "--transaction-id", "1"},
+			exitUsage, nil, []string{"only one of"}},
+		{"bad order number", "", []string{"--out-trade-no", "A B"},
+			exitUsage, nil, []string{`out_trade_no "A B" must be`}},
+		{"bad created-at", "", []string{"--out-trade-no", "A", "--created-at", "today"},
+			exitUsage, nil, []string{`--created-at "today" is not an RFC 3339 time`}},
+		{"file with order flags", "", []string{"--file", "-", "--out-trade-no", "A"},
+			exitUsage, nil, []string{"do not combine"}},
+		{"missing file", "", []string{"--file", "/nonexistent/orders.jsonl"},
+			exitUsage, nil, []string{"cannot read --file"}},
+		{"bad state", "", []string{"list", "--state", "done"},
+			exitUsage, nil, []string{`state "done" is not one of`}},
+		{"redis down", "", []string{"status", "--out-trade-no", "A", "--redis", "redis://127.0.0.1:1/0"},
+			exitFailed, nil, []string{"cannot reach Redis at 127.0.0.1:1"}},
+		{"bad redis url", "", []string{"list", "--redis", "http://user:s3cret@host/"},
+			exitUsage, nil, []string{"Redis URL is not usable"}},
+	}
+	for _, s := range steps {
+		r := runCmd(s.stdin, s.args...)
+		if r.code != s.wantCode {
+			t.Errorf("%s: exit code %d, want %d\nstdout: %s\nstderr: %s", s.name, r.code, s.wantCode, r.stdout, r.stderr)
+		}
+		for _, want := range s.stdout {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("%s: stdout lacks %q:\n%s", s.name, want, r.stdout)
+			}
+		}
+		for _, want := range s.stderr {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("%s: stderr lacks %q:\n%s", s.name, want, r.stderr)
+			}
+		}
+		if strings.Contains(r.stdout+r.stderr, "s3cret") {
+			t.Errorf("%s: output repeats the Redis password", s.name)
+		}
+	}
+}
+
+// TestCancelExitCodes covers the exit codes of a close that is running or
+// done, which need a worker.
+func TestCancelExitCodes(t *testing.T) {
+	srv := redistest.Start(t)
+	release := make(chan struct{})
+	w := asynq.NewServerFromRedisClient(srv.Client(), asynq.Config{
+		Concurrency: 2, Queues: map[string]int{tasks.QueueClose: 1},
+		TaskCheckInterval: 20 * time.Millisecond, LogLevel: asynq.FatalLevel,
+	})
+	err := w.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		p, _ := tasks.DecodeClosePayload(task.Payload())
+		if p.OutTradeNo == "BUSY" {
+			<-release
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	defer close(release)
+
+	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	in := fmt.Sprintf(`{"out_trade_no":"BUSY","created_at":"%s"}`+"\n"+`{"out_trade_no":"DONE","created_at":"%[1]s"}`+"\n", old)
+	if r := runCmd(in, "--file", "-", "--redis", srv.URL); r.code != exitOK {
+		t.Fatalf("enqueue: %+v", r)
+	}
+	ins := asynq.NewInspectorFromRedisClient(srv.Client())
+	waitState(t, ins, "close:_:out_trade_no:BUSY", asynq.TaskStateActive)
+	waitState(t, ins, "close:_:out_trade_no:DONE", asynq.TaskStateCompleted)
+
+	for _, c := range []struct {
+		no   string
+		code int
+		msg  string
+	}{
+		{"BUSY", exitInProgress, "close is in progress and cannot be cancelled"},
+		{"DONE", exitCompleted, "close already completed"},
+		{"NONE", exitNotFound, "no close task"},
+	} {
+		r := runCmd("", "cancel", "--out-trade-no", c.no, "--redis", srv.URL)
+		if r.code != c.code || !strings.Contains(r.stderr, c.msg) {
+			t.Errorf("cancel %s: code %d stderr %q, want %d %q", c.no, r.code, r.stderr, c.code, c.msg)
+		}
+	}
+	r := runCmd("", "status", "--out-trade-no", "DONE", "--redis", srv.URL, "--json")
+	var st struct{ State string }
+	if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &st) != nil || st.State != "completed" {
+		t.Errorf("status of DONE: %+v", r)
+	}
+}
+
+func waitState(t *testing.T, ins *asynq.Inspector, id string, state asynq.TaskState) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := ins.GetTaskInfo(tasks.QueueClose, id)
+		if err == nil && info.State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not reach %s: %v %v", id, state, info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

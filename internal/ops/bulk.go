@@ -1,0 +1,411 @@
+package ops
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wxclose/wxclose/tasks"
+)
+
+// DefaultMaxLineBytes is the longest JSON Lines record EnqueueBulk accepts
+// when BulkOptions.MaxLineBytes is zero. A close order is a few hundred
+// bytes; the limit only protects memory from a file that is not JSON Lines.
+const DefaultMaxLineBytes = 1 << 20
+
+// Statuses of an EnqueueRecord.
+const (
+	StatusEnqueued         = "enqueued"
+	StatusAlreadyScheduled = "already_scheduled"
+	StatusRejected         = "rejected"
+	StatusFailed           = "failed"
+)
+
+// EnqueueRecord is the outcome of enqueueing one order, printed one per line
+// by the command (as JSON with --json).
+type EnqueueRecord struct {
+	// Line is the input line number (from 1), zero for a single order.
+	Line int `json:"line,omitempty"`
+	// Status is one of the Status* constants.
+	Status string `json:"status"`
+	// TaskID is the close task's id; empty when the line was rejected
+	// before an id could be derived.
+	TaskID string `json:"task_id,omitempty"`
+	// State is the asynq state of the (new or existing) task.
+	State string `json:"state,omitempty"`
+	// DueAt is when the close runs; zero for a duplicate that is not
+	// waiting to run (completed, archived, active).
+	DueAt time.Time `json:"due_at,omitzero"`
+	// Error says why the order was rejected or failed.
+	Error string `json:"error,omitempty"`
+}
+
+// RecordOf turns the result of one enqueue into a record.
+func RecordOf(line int, s tasks.Scheduled, err error) EnqueueRecord {
+	r := EnqueueRecord{Line: line, TaskID: s.TaskID, State: s.State, DueAt: s.DueAt}
+	switch {
+	case err != nil && errors.Is(err, tasks.ErrInvalidPayload):
+		r.Status, r.Error = StatusRejected, Message(err)
+	case err != nil:
+		r.Status, r.Error = StatusFailed, err.Error()
+	case s.Duplicate:
+		r.Status = StatusAlreadyScheduled
+	default:
+		r.Status = StatusEnqueued
+	}
+	return r
+}
+
+// WriteRecord prints r as one line: JSON, or text relative to now.
+func WriteRecord(w io.Writer, r EnqueueRecord, asJSON bool, now time.Time) error {
+	if asJSON {
+		data, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", data)
+		return err
+	}
+	prefix := ""
+	if r.Line > 0 {
+		prefix = fmt.Sprintf("line %d: ", r.Line)
+	}
+	var err error
+	switch r.Status {
+	case StatusEnqueued:
+		_, err = fmt.Fprintf(w, "%senqueued %s %s\n", prefix, r.TaskID, describeDue(r.DueAt, now))
+	case StatusAlreadyScheduled:
+		_, err = fmt.Fprintf(w, "%salready scheduled %s (%s) %s\n", prefix, r.TaskID, r.State, describeDue(r.DueAt, now))
+	default:
+		_, err = fmt.Fprintf(w, "%s%s\n", prefix, r.Error)
+	}
+	return err
+}
+
+// BulkOptions configures EnqueueBulk. The zero value enqueues with
+// DefaultConcurrency and prints nothing.
+type BulkOptions struct {
+	// Concurrency is the number of enqueues in flight. If zero,
+	// DefaultConcurrency.
+	Concurrency int
+	// Out receives one record per enqueued or already scheduled order (and,
+	// with JSON, per rejected or failed line too). If nil, discarded.
+	Out io.Writer
+	// Err receives rejected and failed lines as text ("line 17: ...").
+	// If nil, discarded. Unused for those lines when JSON is set.
+	Err io.Writer
+	// Quiet suppresses the records of enqueued and already scheduled orders.
+	Quiet bool
+	// JSON prints records as JSON objects on Out.
+	JSON bool
+	// Progress, if not nil, receives a self-overwriting progress line; set
+	// it only when it is a terminal.
+	Progress io.Writer
+	// MaxLineBytes is the longest accepted line. If zero,
+	// DefaultMaxLineBytes.
+	MaxLineBytes int
+}
+
+// BulkSummary counts the outcomes of EnqueueBulk.
+type BulkSummary struct {
+	// Lines is the number of non-blank input lines read.
+	Lines            int `json:"lines"`
+	Enqueued         int `json:"enqueued"`
+	AlreadyScheduled int `json:"already_scheduled"`
+	Rejected         int `json:"rejected"`
+	Failed           int `json:"failed"`
+}
+
+// Unprocessed is the number of lines read but not enqueued because the run
+// was interrupted.
+func (s BulkSummary) Unprocessed() int {
+	return s.Lines - s.Enqueued - s.AlreadyScheduled - s.Rejected - s.Failed
+}
+
+// OK reports whether every line was enqueued or already scheduled.
+func (s BulkSummary) OK() bool {
+	return s.Rejected == 0 && s.Failed == 0 && s.Unprocessed() == 0
+}
+
+func (s BulkSummary) String() string {
+	msg := fmt.Sprintf("%d enqueued, %d already scheduled, %d rejected, %d failed", s.Enqueued, s.AlreadyScheduled, s.Rejected, s.Failed)
+	if n := s.Unprocessed(); n > 0 {
+		msg += fmt.Sprintf(", %d not processed (interrupted)", n)
+	}
+	return msg
+}
+
+func (s *BulkSummary) add(r EnqueueRecord) {
+	switch r.Status {
+	case StatusEnqueued:
+		s.Enqueued++
+	case StatusAlreadyScheduled:
+		s.AlreadyScheduled++
+	case StatusRejected:
+		s.Rejected++
+	default:
+		s.Failed++
+	}
+}
+
+type bulkJob struct {
+	line  int
+	order tasks.CloseOrder
+}
+
+// EnqueueBulk enqueues the orders of a JSON Lines stream, one ClosePayload
+// object per line (field names out_trade_no, transaction_id, mchid,
+// sub_mchid, sub_appid, created_at, and optionally close_at, both times in
+// RFC 3339); blank lines are skipped. created_at is required: a bulk file
+// describes existing orders. Unknown fields are rejected, so that a typo
+// such as "closeAt" cannot silently make a close run early.
+//
+// The input is streamed and enqueued by opt.Concurrency workers, so records
+// come out in no particular order; each carries its line number. A bad line
+// is reported and processing carries on. The returned error is non-nil only
+// when reading r failed or ctx was cancelled; the summary is valid either
+// way.
+func (c *Client) EnqueueBulk(ctx context.Context, r io.Reader, opt BulkOptions) (BulkSummary, error) {
+	workers := opt.Concurrency
+	if workers <= 0 {
+		workers = DefaultConcurrency
+	}
+	maxLine := opt.MaxLineBytes
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineBytes
+	}
+	out, errw := orDiscard(opt.Out), orDiscard(opt.Err)
+
+	jobs := make(chan bulkJob, workers*2)
+	results := make(chan EnqueueRecord, workers*2)
+	var lines int
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(jobs)
+		lines, readErr = readOrders(ctx, r, maxLine, jobs, results)
+	})
+	for range workers {
+		wg.Go(func() {
+			for j := range jobs {
+				if ctx.Err() != nil {
+					continue // leave it unprocessed; counted by Unprocessed
+				}
+				s, err := c.producer.EnqueueClose(ctx, j.order)
+				results <- RecordOf(j.line, s, err)
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+
+	var sum BulkSummary
+	prog := newProgress(opt.Progress)
+	var writeErr error
+	for rec := range results {
+		sum.add(rec)
+		ok := rec.Status == StatusEnqueued || rec.Status == StatusAlreadyScheduled
+		var err error
+		switch {
+		case ok && opt.Quiet:
+		case ok || opt.JSON:
+			prog.clear() // stdout may be the same terminal
+			err = WriteRecord(out, rec, opt.JSON, c.now())
+		default:
+			prog.clear()
+			err = WriteRecord(errw, rec, false, c.now())
+		}
+		if err != nil && writeErr == nil {
+			writeErr = err
+		}
+		prog.update(false, "%d enqueued, %d already scheduled, %d rejected, %d failed", sum.Enqueued, sum.AlreadyScheduled, sum.Rejected, sum.Failed)
+	}
+	prog.clear()
+	sum.Lines = lines
+	switch {
+	case readErr != nil:
+		return sum, readErr
+	case ctx.Err() != nil:
+		return sum, ctx.Err()
+	case writeErr != nil:
+		return sum, fmt.Errorf("write output: %w", writeErr)
+	}
+	return sum, nil
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// readOrders parses r line by line, sending valid lines to jobs and
+// rejected ones straight to results. It returns the number of non-blank
+// lines read.
+func readOrders(ctx context.Context, r io.Reader, maxLine int, jobs chan<- bulkJob, results chan<- EnqueueRecord) (int, error) {
+	lr := newLineReader(r, maxLine)
+	n := 0
+	for ctx.Err() == nil {
+		line, num, tooLong, err := lr.next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read input after line %d: %w", lr.num, err)
+		}
+		if !tooLong && len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		n++
+		if tooLong {
+			results <- EnqueueRecord{Line: num, Status: StatusRejected, Error: fmt.Sprintf("line is longer than %d bytes; is this a JSON Lines file?", maxLine)}
+			continue
+		}
+		o, err := ParseOrderLine(line)
+		if err != nil {
+			results <- EnqueueRecord{Line: num, Status: StatusRejected, Error: Message(err)}
+			continue
+		}
+		select {
+		case jobs <- bulkJob{line: num, order: o}:
+		case <-ctx.Done():
+		}
+	}
+	return n, nil
+}
+
+// orderLine is one JSON Lines record. Times are strings so that a bad one
+// is reported by field name.
+type orderLine struct {
+	OutTradeNo    string `json:"out_trade_no"`
+	TransactionID string `json:"transaction_id"`
+	MchID         string `json:"mchid"`
+	SubMchID      string `json:"sub_mchid"`
+	SubAppID      string `json:"sub_appid"`
+	CreatedAt     string `json:"created_at"`
+	CloseAt       string `json:"close_at"`
+}
+
+const lineFields = "out_trade_no, transaction_id, mchid, sub_mchid, sub_appid, created_at, close_at"
+
+// ParseOrderLine parses one JSON Lines record into a CloseOrder. It checks
+// the JSON shape and the times; the producer validates the identifiers.
+// Errors wrap tasks.ErrInvalidPayload.
+func ParseOrderLine(line []byte) (tasks.CloseOrder, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return tasks.CloseOrder{}, fmt.Errorf("%w: not a JSON object; each line must be one object such as {\"out_trade_no\":\"ORDER-1\",\"created_at\":\"2026-11-22T10:00:00+08:00\"}", tasks.ErrInvalidPayload)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var l orderLine
+	if err := dec.Decode(&l); err != nil {
+		return tasks.CloseOrder{}, fmt.Errorf("%w: %s", tasks.ErrInvalidPayload, jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return tasks.CloseOrder{}, fmt.Errorf("%w: trailing data after the JSON object; put one object per line", tasks.ErrInvalidPayload)
+	}
+	o := tasks.CloseOrder{
+		OutTradeNo: l.OutTradeNo, TransactionID: l.TransactionID,
+		MchID: l.MchID, SubMchID: l.SubMchID, SubAppID: l.SubAppID,
+	}
+	if l.CreatedAt == "" {
+		return tasks.CloseOrder{}, fmt.Errorf("%w: created_at is required (RFC 3339, e.g. 2026-11-22T10:00:00+08:00)", tasks.ErrInvalidPayload)
+	}
+	var err error
+	if o.CreatedAt, err = ParseTime("created_at", l.CreatedAt); err != nil {
+		return tasks.CloseOrder{}, err
+	}
+	if l.CloseAt != "" {
+		if o.CloseAt, err = ParseTime("close_at", l.CloseAt); err != nil {
+			return tasks.CloseOrder{}, err
+		}
+	}
+	return o, nil
+}
+
+// ParseTime parses an RFC 3339 time, naming field in the error, which wraps
+// tasks.ErrInvalidPayload.
+func ParseTime(field, v string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		const maxShown = 40
+		if len(v) > maxShown {
+			v = v[:maxShown] + "..."
+		}
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time with a zone (e.g. 2026-11-22T10:00:00+08:00)", tasks.ErrInvalidPayload, field, v)
+	}
+	return t, nil
+}
+
+// jsonProblem rewrites encoding/json errors in the operator's terms.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("not valid JSON at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("%s must be a JSON string, not a %s", typ.Field, typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "not valid JSON: the object is cut short"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ") + " (known fields: " + lineFields + ")"
+	}
+	return "not valid JSON: " + err.Error()
+}
+
+// lineReader reads lines of any length with bounded memory: a line longer
+// than max is skipped and reported as too long.
+type lineReader struct {
+	br  *bufio.Reader
+	max int
+	buf []byte
+	num int // number of the last line returned
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// next returns the next line without its line ending, and its number.
+// The slice is valid until the next call. At the end of input it returns
+// io.EOF.
+func (l *lineReader) next() (line []byte, num int, tooLong bool, err error) {
+	l.buf = l.buf[:0]
+	seen := false
+	for {
+		chunk, err := l.br.ReadSlice('\n')
+		if len(chunk) > 0 {
+			seen = true
+		}
+		if !tooLong {
+			if len(l.buf)+len(bytes.TrimRight(chunk, "\r\n")) > l.max {
+				tooLong = true
+				l.buf = l.buf[:0]
+			} else {
+				l.buf = append(l.buf, chunk...)
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF && !seen:
+			return nil, 0, false, io.EOF
+		case err != nil && err != io.EOF:
+			return nil, 0, false, err
+		}
+		l.num++
+		return bytes.TrimRight(l.buf, "\r\n"), l.num, tooLong, nil
+	}
+}

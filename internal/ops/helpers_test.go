@@ -1,0 +1,163 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/wxclose/wxclose/internal/redistest"
+	"github.com/wxclose/wxclose/tasks"
+)
+
+const testMchID = "1900000109"
+
+// env is one test's private Redis with a Client on it.
+type env struct {
+	srv *redistest.Server
+	c   *Client
+	ins *asynq.Inspector
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	srv := redistest.Start(t)
+	c := New(srv.Client(), tasks.ProducerConfig{MchID: testMchID})
+	t.Cleanup(func() { c.Close() })
+	return &env{srv: srv, c: c, ins: asynq.NewInspectorFromRedisClient(srv.Client())}
+}
+
+// info returns the close task id's info, or nil if it does not exist.
+func (e *env) info(t testing.TB, id string) *asynq.TaskInfo {
+	t.Helper()
+	info, err := e.ins.GetTaskInfo(tasks.QueueClose, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("GetTaskInfo(%s): %v", id, err)
+	}
+	return info
+}
+
+// waitState polls until the task reaches state; a real asynq server moves
+// it, so there is no fixed time to wait for.
+func (e *env) waitState(t testing.TB, id string, state asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info := e.info(t, id)
+		if info != nil && info.State == state {
+			return info
+		}
+		if time.Now().After(deadline) {
+			got := "missing"
+			if info != nil {
+				got = info.State.String()
+			}
+			t.Fatalf("task %s: want state %s, still %s", id, state, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// behaviour is what the test worker does with one task.
+type behaviour struct {
+	// err fails the task with this message; empty succeeds.
+	err string
+	// result is written as the task result on success.
+	result *tasks.CloseResult
+	// block holds the task active until the channel is closed.
+	block chan struct{}
+}
+
+// worker is a real asynq server on the close_order queue whose handler does
+// what the test set up per task id. Failures retry at once, so a task with
+// MaxRetry n is archived after n+1 quick attempts.
+type worker struct {
+	mu  sync.Mutex
+	by  map[string]behaviour
+	srv *asynq.Server
+}
+
+func (e *env) startWorker(t testing.TB) *worker {
+	t.Helper()
+	w := &worker{by: map[string]behaviour{}}
+	w.srv = asynq.NewServerFromRedisClient(e.srv.Client(), asynq.Config{
+		Concurrency:              4,
+		Queues:                   map[string]int{tasks.QueueClose: 1},
+		RetryDelayFunc:           func(int, error, *asynq.Task) time.Duration { return 0 },
+		DelayedTaskCheckInterval: 50 * time.Millisecond,
+		TaskCheckInterval:        20 * time.Millisecond,
+		LogLevel:                 asynq.FatalLevel,
+		ShutdownTimeout:          5 * time.Second,
+	})
+	if err := w.srv.Start(asynq.HandlerFunc(w.handle)); err != nil {
+		t.Fatalf("start asynq server: %v", err)
+	}
+	t.Cleanup(w.srv.Shutdown)
+	return w
+}
+
+func (w *worker) set(id string, b behaviour) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.by[id] = b
+}
+
+func (w *worker) handle(ctx context.Context, task *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	w.mu.Lock()
+	b, ok := w.by[id]
+	w.mu.Unlock()
+	if !ok {
+		return errors.New("test worker: no behaviour for " + id)
+	}
+	if b.block != nil {
+		select {
+		case <-b.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if b.err != "" {
+		return errors.New(b.err)
+	}
+	if b.result != nil {
+		data, _ := json.Marshal(b.result)
+		task.ResultWriter().Write(data)
+	}
+	return nil
+}
+
+// archived puts a close task with this raw payload in the archive, having
+// spent all maxRetry retries, each failing with errMsg.
+func (e *env) archived(t testing.TB, w *worker, id string, payload []byte, maxRetry int, errMsg string) *asynq.TaskInfo {
+	t.Helper()
+	w.set(id, behaviour{err: errMsg})
+	cl := asynq.NewClientFromRedisClient(e.srv.Client())
+	if _, err := cl.Enqueue(asynq.NewTask(tasks.TypeClose, payload),
+		asynq.Queue(tasks.QueueClose), asynq.TaskID(id), asynq.MaxRetry(maxRetry)); err != nil {
+		t.Fatalf("enqueue %s: %v", id, err)
+	}
+	return e.waitState(t, id, asynq.TaskStateArchived)
+}
+
+// order returns a valid close payload and its task id.
+func order(no string, createdAt time.Time) (tasks.ClosePayload, string) {
+	p := tasks.ClosePayload{OutTradeNo: no, MchID: testMchID, CreatedAt: createdAt.UTC().Truncate(time.Second)}
+	return p, tasks.CloseTaskID(p.Ref())
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
