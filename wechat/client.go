@@ -1,0 +1,309 @@
+package wechat
+
+import (
+	"crypto/rsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	defaultTimeout         = 30 * time.Second
+	defaultDialTimeout     = 5 * time.Second
+	defaultTLSTimeout      = 10 * time.Second
+	defaultCertRefresh     = 6 * time.Hour
+	maxClockSkew           = 5 * time.Minute
+	maxResponseBody        = 1 << 20 // 1 MiB; a close reply is a few hundred bytes
+	unknownSerialRateLimit = time.Minute
+	maxRetryAfter          = 24 * time.Hour
+)
+
+// New validates cfg and returns the Closer of the chosen API generation: a
+// *V3Client (the default) or a *V2Client. Configuration errors wrap
+// ErrInvalidConfig and name the offending field.
+func New(cfg Config) (Closer, error) {
+	switch cfg.API {
+	case "", APIv3:
+		return NewV3(cfg)
+	case APIv2:
+		return NewV2(cfg)
+	}
+	return nil, configError("Config.API must be %q or %q, not %q", APIv3, APIv2, cfg.API)
+}
+
+// String describes cfg without its secrets, so a Config that ends up in a
+// log line or an error (%v, %+v, %s) does not leak keys.
+func (cfg Config) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "wechat.Config{API:%q BaseURL:%q MchID:%q", cfg.API, cfg.BaseURL, cfg.MchID)
+	if cfg.API == APIv2 {
+		fmt.Fprintf(&b, " AppID:%q SignType:%q APIKey:%s", cfg.AppID, cfg.SignType, redacted(cfg.APIKey != ""))
+	} else {
+		fmt.Fprintf(&b, " PathStyle:%q CertSerial:%q PrivateKey:%s PlatformCerts:%d PublicKeyID:%q APIv3Key:%s",
+			cfg.PathStyle, cfg.CertSerial, redacted(cfg.PrivateKey != nil), len(cfg.PlatformCerts), cfg.PublicKeyID,
+			redacted(cfg.APIv3Key != ""))
+	}
+	fmt.Fprintf(&b, " Timeout:%s}", cfg.Timeout)
+	return b.String()
+}
+
+// GoString is String, so %#v does not print secrets either.
+func (cfg Config) GoString() string { return cfg.String() }
+
+func redacted(set bool) string {
+	if set {
+		return "[redacted]"
+	}
+	return "[unset]"
+}
+
+func configError(format string, args ...any) error {
+	return fmt.Errorf("%w: wechat: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
+// common holds what both generations share once the config is validated.
+type common struct {
+	base      *url.URL // no trailing slash in Path
+	baseStr   string
+	mchID     string
+	userAgent string
+	http      *http.Client
+	now       func() time.Time
+}
+
+func newCommon(cfg Config) (common, error) {
+	var c common
+	base, err := parseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return c, err
+	}
+	if cfg.MchID == "" {
+		return c, configError("Config.MchID is required")
+	}
+	if !safeID(cfg.MchID) {
+		return c, configError("Config.MchID must contain only letters, digits, '_' and '-'")
+	}
+	if cfg.Timeout < 0 {
+		return c, configError("Config.Timeout must not be negative")
+	}
+	c.base = base
+	c.baseStr = base.String()
+	c.mchID = cfg.MchID
+	c.userAgent = cfg.UserAgent
+	if c.userAgent == "" {
+		c.userAgent = defaultUserAgent()
+	}
+	if strings.ContainsAny(c.userAgent, "\r\n") {
+		return c, configError("Config.UserAgent must be a single line")
+	}
+	c.http = cfg.HTTPClient
+	if c.http == nil {
+		t := cfg.Timeout
+		if t == 0 {
+			t = defaultTimeout
+		}
+		c.http = defaultHTTPClient(t)
+	}
+	c.now = cfg.Now
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+func parseBaseURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		raw = DefaultBaseURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, configError("Config.BaseURL %q is not a URL", raw)
+	}
+	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, configError("Config.BaseURL %q must be an absolute https:// URL", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, configError("Config.BaseURL must be scheme, host and optional path only (no user, query or fragment)")
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, configError("Config.BaseURL %q must use https; plain http is only allowed for loopback hosts", raw)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = strings.TrimRight(u.RawPath, "/")
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// safeID accepts the characters merchant and app ids are made of. Anything
+// else could break out of the quoted Authorization parameters.
+func safeID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch == '_' || ch == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'f' || ch >= 'A' && ch <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkRSAKeySize(n int, field string) error {
+	if n < 2048 {
+		return configError("%s is a %d-bit RSA key; WeChat Pay uses RSA-2048 or larger", field, n)
+	}
+	return nil
+}
+
+func rsaBits(k *rsa.PublicKey) int {
+	if k == nil || k.N == nil {
+		return 0
+	}
+	return k.N.BitLen()
+}
+
+// defaultHTTPClient bounds every phase of a request. Redirects are not
+// followed: a redirected request would be signed for the wrong URI, and
+// WeChat Pay does not redirect API calls.
+func defaultHTTPClient(timeout time.Duration) *http.Client {
+	tr := &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   defaultDialTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSHandshakeTimeout:   defaultTLSTimeout,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{
+		Timeout:   timeout,
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+func defaultUserAgent() string {
+	v := "dev"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Path == "github.com/wxclose/wxclose" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/wxclose/wxclose" {
+				v = d.Version
+			}
+		}
+	}
+	return "wxclose/" + v + " (" + runtime.GOOS + "/" + runtime.GOARCH + ") Go/" + runtime.Version()
+}
+
+// readBody reads at most maxResponseBody bytes. A longer body is an error:
+// truncating it would make any signature over it fail in a confusing way.
+func readBody(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxResponseBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxResponseBody {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+var errTooLarge = errors.New("response body exceeds 1 MiB")
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP
+// date. Unparseable, negative and past values give 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	if d > maxRetryAfter {
+		return maxRetryAfter
+	}
+	return d.Round(time.Second)
+}
+
+// transportError classifies a failure to get a response. A cancelled or
+// expired caller context is retryable too: the order is still open.
+func transportError(err error) *Error {
+	msg := "no response from WeChat Pay; retry later"
+	var ne net.Error
+	switch {
+	case errors.Is(err, errTooLarge):
+		return &Error{Class: ClassRetryable, Message: "response body exceeds 1 MiB", Err: ErrMalformedResponse}
+	case errors.As(err, &ne) && ne.Timeout():
+		msg = "request timed out; retry later"
+	}
+	return &Error{Class: ClassRetryable, Message: msg, Err: fmt.Errorf("%w: %w", ErrTransport, err)}
+}
+
+func invalidRequest(format string, args ...any) *Error {
+	return &Error{Class: ClassPermanent, Message: fmt.Sprintf(format, args...), Err: ErrInvalidRequest}
+}
+
+// classByStatus is the fallback for replies without a known code.
+func classByStatus(status int) Class {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return ClassRateLimited
+	case status >= 500, status == http.StatusRequestTimeout:
+		return ClassRetryable
+	}
+	return ClassPermanent
+}
