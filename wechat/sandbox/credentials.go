@@ -167,7 +167,10 @@ func newKeyAndCert(subject pkix.Name, now time.Time) (keyPEM, certPEM []byte, se
 	return keyPEM, certPEM, serialHex(sn), nil
 }
 
-func serialHex(sn *big.Int) string { return fmt.Sprintf("%X", sn) }
+// serialHex formats a certificate serial the way openssl and WeChat Pay's
+// merchant platform show it: upper-case hex of whole bytes, so a serial
+// whose first byte is below 0x10 keeps its leading zero.
+func serialHex(sn *big.Int) string { return fmt.Sprintf("%X", sn.Bytes()) }
 
 func publicKeyPEM(keyPEM []byte) ([]byte, error) {
 	key, err := parsePrivateKey(keyPEM, "platform key")

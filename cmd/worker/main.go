@@ -1,0 +1,90 @@
+// Command worker closes unpaid WeChat Pay orders: it runs the order:close
+// tasks that producers put on the close_order queue. It is configured by
+// environment variables (see README.md for the reference).
+//
+// Usage:
+//
+//	worker        run against REDIS_URL and WeChat Pay as configured
+//	worker -dev   run a self-contained demo: embedded Redis, WeChat Pay
+//	              sandbox, generated keys and a handful of demo orders
+//
+// Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 if the worker
+// cannot start or fails, 2 for an invalid configuration or flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wxclose/wxclose/internal/config"
+	"github.com/wxclose/wxclose/internal/devmode"
+	"github.com/wxclose/wxclose/internal/logging"
+	"github.com/wxclose/wxclose/internal/worker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dev := fs.Bool("dev", false, "development mode: embedded Redis on a free port, the WeChat Pay sandbox with generated keys, and demo orders (never use in production)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: worker [-dev]\n\nCloses unpaid WeChat Pay orders from the close_order queue.\n"+
+			"Configuration is read from environment variables; see README.md.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+
+	var env *devmode.Env
+	if *dev {
+		var err error
+		if env, err = devmode.Start(); err != nil {
+			fmt.Fprintf(stderr, "worker: development mode: %v\n", err)
+			return 1
+		}
+		defer env.Close()
+		getenv = env.Getenv(getenv)
+	}
+
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: configuration is invalid:\n%v\n", err)
+		return 2
+	}
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	log.Info().Str("config", cfg.String()).Bool("dev", *dev).Msg("starting")
+
+	w, err := worker.New(worker.Options{Config: cfg, Logger: log})
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
+	if env != nil {
+		demos, err := env.SeedDemo(ctx, w.Producer())
+		if err != nil {
+			log.Error().Err(err).Msg("cannot enqueue demo orders")
+		}
+		fmt.Fprint(stdout, env.Banner(w.HTTPAddr(), demos))
+	}
+	if err := w.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("worker failed")
+		return 1
+	}
+	return 0
+}

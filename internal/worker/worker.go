@@ -1,0 +1,228 @@
+// Package worker wires the close-order worker together: Redis, the WeChat
+// Pay client, the asynq server with wxclose's retry policy, and the HTTP
+// endpoints operators use. cmd/worker only reads the configuration and calls
+// Run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/wxclose/wxclose/internal/config"
+	"github.com/wxclose/wxclose/retry"
+	"github.com/wxclose/wxclose/tasks"
+	"github.com/wxclose/wxclose/wechat"
+)
+
+// Scheduling precision. asynq moves due tasks to pending every
+// DelayedTaskCheckInterval (default 5 s) and polls empty queues every
+// TaskCheckInterval (default 1 s); with these values a close starts within a
+// few hundred milliseconds of its due second, at the cost of a few cheap
+// Redis calls per second.
+const (
+	delayedTaskCheckInterval = 200 * time.Millisecond
+	taskCheckInterval        = 100 * time.Millisecond
+	// shutdownTimeout lets an in-flight close finish its HTTP call (30 s by
+	// default) before asynq puts it back on the queue.
+	shutdownTimeout = 40 * time.Second
+)
+
+// Options configures a Worker.
+type Options struct {
+	// Config is the loaded configuration. Required.
+	Config config.Worker
+	// Logger receives the worker's logs. If zero, logging is off.
+	Logger zerolog.Logger
+	// Closer calls WeChat Pay. If nil, it is built from Config (loading the
+	// key files).
+	Closer wechat.Closer
+	// Observer receives every close attempt (metrics). If nil, none.
+	Observer tasks.Observer
+	// Routes are extra HTTP handlers served on Config.HTTPAddr, keyed by
+	// mux pattern (the dashboard, /metrics).
+	Routes map[string]http.Handler
+}
+
+// Worker runs close tasks until its context ends.
+type Worker struct {
+	opts     Options
+	log      zerolog.Logger
+	rdb      redis.UniversalClient
+	server   *asynq.Server
+	handler  *tasks.CloseHandler
+	producer *tasks.Producer
+	listener net.Listener
+	http     *http.Server
+}
+
+// New builds a Worker and binds its HTTP address, so configuration, key and
+// address problems surface before anything runs.
+func New(opts Options) (*Worker, error) {
+	cfg := opts.Config
+	if cfg.Redis == nil {
+		return nil, errors.New("worker: Config.Redis is required (REDIS_URL)")
+	}
+	closer := opts.Closer
+	if closer == nil {
+		wc, err := cfg.WeChat()
+		if err != nil {
+			return nil, err
+		}
+		if closer, err = wechat.New(wc); err != nil {
+			return nil, err
+		}
+		if err := prefetchCertificates(closer, opts.Logger); err != nil {
+			return nil, err
+		}
+	}
+	rdb, ok := cfg.Redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", cfg.Redis)
+	}
+	producer := tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{
+		MchID: cfg.MchID, CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
+	})
+	handler, err := tasks.NewCloseHandler(tasks.HandlerConfig{
+		Closer: closer, Reconciler: producer, MchID: cfg.MchID,
+		CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
+		Logger: opts.Logger, Observer: opts.Observer,
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("WXCLOSE_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln}
+	policy := cfg.Retry
+	w.server = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: cfg.Concurrency,
+		// Only close_order: the reconciliation queue belongs to the
+		// merchant's reconciler.
+		Queues:                   map[string]int{tasks.QueueClose: 1},
+		RetryDelayFunc:           func(n int, err error, _ *asynq.Task) time.Duration { return policy.Delay(n, err) },
+		IsFailure:                retry.IsFailure,
+		DelayedTaskCheckInterval: delayedTaskCheckInterval,
+		TaskCheckInterval:        taskCheckInterval,
+		ShutdownTimeout:          shutdownTimeout,
+		Logger:                   asynqLogger{opts.Logger},
+		LogLevel:                 asynq.WarnLevel,
+		HealthCheckFunc: func(err error) {
+			if err != nil {
+				opts.Logger.Error().Err(err).Msg("redis health check failed")
+			}
+		},
+	})
+	w.http = &http.Server{Handler: w.routes(), ReadHeaderTimeout: 10 * time.Second}
+	return w, nil
+}
+
+// HTTPAddr is the address the HTTP endpoints listen on (useful when the
+// configured port was 0).
+func (w *Worker) HTTPAddr() string { return w.listener.Addr().String() }
+
+// Producer returns the worker's producer (sharing its Redis connection).
+func (w *Worker) Producer() *tasks.Producer { return w.producer }
+
+// Run processes tasks until ctx is cancelled, then shuts down gracefully:
+// in-flight closes get shutdownTimeout to finish and are otherwise put back
+// on the queue by asynq. It returns an error if the worker cannot start.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.rdb.Close()
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeClose, w.handler)
+	if err := w.server.Start(mux); err != nil {
+		w.listener.Close()
+		return fmt.Errorf("start asynq server (is Redis at REDIS_URL reachable?): %w", err)
+	}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- w.http.Serve(w.listener) }()
+	w.log.Info().Str("http_addr", w.HTTPAddr()).Str("queue", tasks.QueueClose).
+		Int("concurrency", w.opts.Config.Concurrency).Msg("worker started")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		w.log.Info().Msg("shutting down: finishing in-flight closes")
+	case err := <-httpErr:
+		runErr = fmt.Errorf("http server on %s stopped: %w", w.HTTPAddr(), err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = w.http.Shutdown(shutdownCtx)
+	w.server.Shutdown()
+	w.log.Info().Msg("worker stopped")
+	return runErr
+}
+
+func (w *Worker) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(rw, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := w.rdb.Ping(ctx).Err(); err != nil {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(rw, "redis unreachable: %v\n", err)
+			return
+		}
+		fmt.Fprintln(rw, "ok")
+	})
+	for pattern, h := range w.opts.Routes {
+		mux.Handle(pattern, h)
+	}
+	return mux
+}
+
+// asynqLogger sends asynq's own log lines to zerolog.
+type asynqLogger struct{ l zerolog.Logger }
+
+func (a asynqLogger) Debug(args ...any) {
+	a.l.Debug().Str("component", "asynq").Msg(fmt.Sprint(args...))
+}
+func (a asynqLogger) Info(args ...any) { a.l.Info().Str("component", "asynq").Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any) { a.l.Warn().Str("component", "asynq").Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) {
+	a.l.Error().Str("component", "asynq").Msg(fmt.Sprint(args...))
+}
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Fatal().Str("component", "asynq").Msg(fmt.Sprint(args...))
+}
+
+// prefetchCertificates downloads platform certificates at start when the
+// APIv3 key is configured. A wrong key is a configuration error and stops
+// the worker; a network failure does not, since the client retries the
+// download lazily and may hold certificate files as well.
+func prefetchCertificates(c wechat.Closer, log zerolog.Logger) error {
+	v3, ok := c.(*wechat.V3Client)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := v3.RefreshCertificates(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case wechat.ClassOf(err) == wechat.ClassPermanent:
+		return fmt.Errorf("download WeChat Pay platform certificates (check WECHATPAY_APIV3_KEY and WECHATPAY_MCHID): %w", err)
+	default:
+		log.Warn().Err(err).Msg("could not download WeChat Pay platform certificates yet; will retry on first use")
+		return nil
+	}
+}
