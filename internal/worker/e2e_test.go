@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strconv"
@@ -431,6 +433,58 @@ func testPipeline(t *testing.T, api wechat.APIVersion) {
 		t.Errorf("sandbox saw %d close calls before creation + 5 minutes", n)
 	}
 	assertNoSecrets(t, b)
+	assertMetrics(t, b, api)
+}
+
+// assertMetrics scrapes /metrics after the scenarios above and checks that
+// each metric moved as they say.
+func assertMetrics(t *testing.T, b *bundle, api wechat.APIVersion) {
+	t.Helper()
+	resp, err := http.Get("http://" + b.worker.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	checks := []struct {
+		series string
+		min    float64
+	}{
+		{`wxclose_close_outcomes_total{outcome="closed",wechat_code=""}`, 5},
+		{`wxclose_close_outcomes_total{outcome="already_closed",wechat_code="ORDERCLOSED"}`, 1},
+		{`wxclose_close_outcomes_total{outcome="paid",wechat_code="ORDERPAID"}`, 2},
+		{`wxclose_close_outcomes_total{outcome="permanent",wechat_code="NO_AUTH"}`, 1},
+		{`wxclose_close_outcomes_total{outcome="invalid_payload",wechat_code=""}`, 3},
+		{`wxclose_reconciliation_enqueued_total`, 1},
+		{`wxclose_retries_total{reason="rate_limited"}`, 5},
+		{`wxclose_retries_total{reason="retry"}`, 2},
+		{`wxclose_schedule_lateness_seconds_count`, 5},
+		{`wxclose_wechat_request_duration_seconds_count{api="` + string(api) + `"}`, 10},
+		{`asynq_tasks_enqueued_total{queue="reconciliation",state="pending"}`, 1},
+		{`asynq_tasks_enqueued_total{queue="close_order",state="archived"}`, 5},
+	}
+	for _, c := range checks {
+		v, ok := metricValue(string(body), c.series)
+		if !ok || v < c.min {
+			t.Errorf("%s = %v (present %t), want at least %v", c.series, v, ok, c.min)
+		}
+	}
+	if v, _ := metricValue(string(body), `wxclose_reconciliation_enqueued_total`); v != 1 {
+		t.Errorf("wxclose_reconciliation_enqueued_total = %v, want exactly 1 (one paid order, closed twice)", v)
+	}
+}
+
+func metricValue(exposition, series string) (float64, bool) {
+	for _, line := range strings.Split(exposition, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }
 
 // assertNoSecrets scans the logs and every Redis value for the sandbox's

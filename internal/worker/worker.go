@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wxclose/wxclose/internal/config"
+	"github.com/wxclose/wxclose/internal/metrics"
 	"github.com/wxclose/wxclose/retry"
 	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
@@ -44,8 +45,12 @@ type Options struct {
 	// Closer calls WeChat Pay. If nil, it is built from Config (loading the
 	// key files).
 	Closer wechat.Closer
-	// Observer receives every close attempt (metrics). If nil, none.
+	// Observer also receives every close attempt, besides the worker's own
+	// Prometheus metrics. If nil, only the metrics do.
 	Observer tasks.Observer
+	// Version is reported in wxclose_build_info. If empty, the module
+	// version from the build info.
+	Version string
 	// Routes are extra HTTP handlers served on Config.HTTPAddr, keyed by
 	// mux pattern (the dashboard, /metrics).
 	Routes map[string]http.Handler
@@ -61,6 +66,7 @@ type Worker struct {
 	producer *tasks.Producer
 	listener net.Listener
 	http     *http.Server
+	metrics  *metrics.Metrics
 }
 
 // New builds a Worker and binds its HTTP address, so configuration, key and
@@ -87,13 +93,15 @@ func New(opts Options) (*Worker, error) {
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", cfg.Redis)
 	}
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	m := metrics.New(metrics.Options{Inspector: inspector, API: string(cfg.WeChatAPI), Version: opts.Version, Logger: opts.Logger})
 	producer := tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{
 		MchID: cfg.MchID, CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
 	})
 	handler, err := tasks.NewCloseHandler(tasks.HandlerConfig{
 		Closer: closer, Reconciler: producer, MchID: cfg.MchID,
 		CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
-		Logger: opts.Logger, Observer: opts.Observer,
+		Logger: opts.Logger, Observer: observers{m, opts.Observer},
 	})
 	if err != nil {
 		rdb.Close()
@@ -104,7 +112,7 @@ func New(opts Options) (*Worker, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("WXCLOSE_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln}
+	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln, metrics: m}
 	policy := cfg.Retry
 	w.server = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: cfg.Concurrency,
@@ -183,10 +191,22 @@ func (w *Worker) routes() http.Handler {
 		}
 		fmt.Fprintln(rw, "ok")
 	})
+	mux.Handle("GET /metrics", w.metrics.Handler())
 	for pattern, h := range w.opts.Routes {
 		mux.Handle(pattern, h)
 	}
 	return mux
+}
+
+// observers fans one attempt out to several observers, skipping nil ones.
+type observers []tasks.Observer
+
+func (o observers) ObserveAttempt(a tasks.Attempt) {
+	for _, ob := range o {
+		if ob != nil {
+			ob.ObserveAttempt(a)
+		}
+	}
 }
 
 // asynqLogger sends asynq's own log lines to zerolog.

@@ -1,0 +1,305 @@
+package metrics
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wxclose/wxclose/tasks"
+)
+
+// scrape GETs url and returns the body and its samples keyed by series
+// ("name{label="value",...}"), as Prometheus would read them.
+func scrape(t *testing.T, url string) (map[string]float64, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read scrape: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape status %d, want 200; body:\n%s", resp.StatusCode, body)
+	}
+	samples := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("unparsable sample line %q: %v", line, err)
+		}
+		samples[line[:i]] = v
+	}
+	return samples, string(body)
+}
+
+func serve(t *testing.T, m *Metrics) string {
+	t.Helper()
+	srv := httptest.NewServer(m.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL + "/metrics"
+}
+
+func TestObserveAttempt(t *testing.T) {
+	const (
+		closedNoCode = `wxclose_close_outcomes_total{outcome="closed",wechat_code=""}`
+		latencyCount = `wxclose_wechat_request_duration_seconds_count{api="v3"}`
+		latencySum   = `wxclose_wechat_request_duration_seconds_sum{api="v3"}`
+		latenessN    = `wxclose_schedule_lateness_seconds_count`
+		latenessSum  = `wxclose_schedule_lateness_seconds_sum`
+		early        = `wxclose_schedule_early_starts_total`
+		reconciled   = `wxclose_reconciliation_enqueued_total`
+		retryRetry   = `wxclose_retries_total{reason="retry"}`
+		retryRate    = `wxclose_retries_total{reason="rate_limited"}`
+		retryPost    = `wxclose_retries_total{reason="postponed"}`
+	)
+	tests := []struct {
+		name     string
+		attempts []tasks.Attempt
+		want     map[string]float64
+	}{
+		{
+			name: "closed with latency and lateness",
+			attempts: []tasks.Attempt{{Outcome: tasks.OutcomeClosed, WeChatLatency: 120 * time.Millisecond,
+				Lateness: 300 * time.Millisecond, HasLateness: true}},
+			want: map[string]float64{
+				closedNoCode: 1, latencyCount: 1, latencySum: 0.12,
+				latenessN: 1, latenessSum: 0.3,
+				`wxclose_schedule_lateness_seconds_bucket{le="0.25"}`: 0,
+				`wxclose_schedule_lateness_seconds_bucket{le="0.5"}`:  1,
+				early: 0, reconciled: 0, retryRetry: 0, retryRate: 0, retryPost: 0,
+			},
+		},
+		{
+			name:     "paid and handed to reconciliation",
+			attempts: []tasks.Attempt{{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", WeChatLatency: time.Second, Reconciled: true}},
+			want: map[string]float64{
+				`wxclose_close_outcomes_total{outcome="paid",wechat_code="ORDERPAID"}`: 1,
+				reconciled: 1, closedNoCode: 0, latencyCount: 1,
+			},
+		},
+		{
+			name:     "paid again, reconciliation task already there",
+			attempts: []tasks.Attempt{{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", WeChatLatency: time.Second}},
+			want: map[string]float64{
+				`wxclose_close_outcomes_total{outcome="paid",wechat_code="ORDERPAID"}`: 1, reconciled: 0,
+			},
+		},
+		{
+			name:     "early start counts and clamps to zero",
+			attempts: []tasks.Attempt{{Outcome: tasks.OutcomeClosed, Lateness: -800 * time.Millisecond, HasLateness: true, WeChatLatency: time.Millisecond}},
+			want: map[string]float64{
+				early: 1, latenessN: 1, latenessSum: 0,
+				`wxclose_schedule_lateness_seconds_bucket{le="0.05"}`: 1,
+			},
+		},
+		{
+			name:     "lateness ignored unless HasLateness",
+			attempts: []tasks.Attempt{{Outcome: tasks.OutcomeClosed, Lateness: 3 * time.Second, WeChatLatency: time.Millisecond}},
+			want:     map[string]float64{latenessN: 0, early: 0, closedNoCode: 1},
+		},
+		{
+			name:     "unknown WeChat code becomes OTHER",
+			attempts: []tasks.Attempt{{Outcome: tasks.OutcomePermanent, Code: "BRAND_NEW_CODE", WeChatLatency: time.Millisecond}},
+			want: map[string]float64{
+				`wxclose_close_outcomes_total{outcome="permanent",wechat_code="OTHER"}`: 1,
+				`wxclose_close_outcomes_total{outcome="permanent",wechat_code=""}`:      0,
+			},
+		},
+		{
+			name:     "unknown outcome becomes other",
+			attempts: []tasks.Attempt{{Outcome: "result(9)", Code: "ORDERCLOSED"}},
+			want:     map[string]float64{`wxclose_close_outcomes_total{outcome="other",wechat_code="ORDERCLOSED"}`: 1},
+		},
+		{
+			name: "retries by reason",
+			attempts: []tasks.Attempt{
+				{Outcome: tasks.OutcomeRetry, Code: "SYSTEM_ERROR", WeChatLatency: 2 * time.Second},
+				{Outcome: tasks.OutcomeRetry, Code: "SYSTEMERROR", WeChatLatency: 2 * time.Second},
+				{Outcome: tasks.OutcomeRateLimited, Code: "FREQUENCY_LIMITED", WeChatLatency: 2 * time.Second},
+				{Outcome: tasks.OutcomePostponed, HasLateness: false},
+			},
+			want: map[string]float64{
+				retryRetry: 2, retryRate: 1, retryPost: 1, latencyCount: 3,
+				`wxclose_close_outcomes_total{outcome="retry",wechat_code="SYSTEM_ERROR"}`:             1,
+				`wxclose_close_outcomes_total{outcome="retry",wechat_code="SYSTEMERROR"}`:              1,
+				`wxclose_close_outcomes_total{outcome="rate_limited",wechat_code="FREQUENCY_LIMITED"}`: 1,
+				`wxclose_close_outcomes_total{outcome="postponed",wechat_code=""}`:                     1,
+			},
+		},
+		{
+			name: "archived outcomes",
+			attempts: []tasks.Attempt{
+				{Outcome: tasks.OutcomeExhausted, Code: "SYSTEM_ERROR", Retried: 12, WeChatLatency: time.Second},
+				{Outcome: tasks.OutcomeInvalidPayload},
+			},
+			want: map[string]float64{
+				`wxclose_close_outcomes_total{outcome="exhausted",wechat_code="SYSTEM_ERROR"}`: 1,
+				`wxclose_close_outcomes_total{outcome="invalid_payload",wechat_code=""}`:       1,
+				latencyCount: 1, retryRetry: 0,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(Options{API: "v3"})
+			for _, a := range tt.attempts {
+				m.ObserveAttempt(a)
+			}
+			got, body := scrape(t, serve(t, m))
+			for series, want := range tt.want {
+				v, ok := got[series]
+				if !ok {
+					t.Errorf("series %s missing from scrape:\n%s", series, grepLines(body, "wxclose_"))
+					continue
+				}
+				if diff := v - want; diff > 1e-9 || diff < -1e-9 {
+					t.Errorf("%s = %v, want %v", series, v, want)
+				}
+			}
+		})
+	}
+}
+
+func TestLabelsAreBounded(t *testing.T) {
+	for _, code := range []string{"ORDERPAID", "ORDERCLOSED", "ORDERNOTEXIST", "ORDER_NOT_EXIST", "SYSTEMERROR",
+		"SYSTEM_ERROR", "SERVICE_UNAVAILABLE", "RATE_LIMITED", "FREQUENCY_LIMITED", "PARAM_ERROR", "INVALID_REQUEST",
+		"SIGN_ERROR", "SIGNERROR", "NO_AUTH", "REQUIRE_POST_METHOD", "XML_FORMAT_ERROR", "FAIL", ""} {
+		if got := codeLabel(code); got != code {
+			t.Errorf("codeLabel(%q) = %q, want it kept", code, got)
+		}
+	}
+	for _, code := range []string{"orderpaid", " ORDERPAID", "ORDER-1234567890", "sk_live_abc", strings.Repeat("A", 64)} {
+		if got := codeLabel(code); got != otherCode {
+			t.Errorf("codeLabel(%q) = %q, want %q", code, got, otherCode)
+		}
+	}
+	for _, o := range knownOutcomes {
+		if got := outcomeLabel(o); got != o {
+			t.Errorf("outcomeLabel(%q) = %q", o, got)
+		}
+	}
+	for _, o := range []string{"", "Closed", "result(7)"} {
+		if got := outcomeLabel(o); got != otherOutcome {
+			t.Errorf("outcomeLabel(%q) = %q, want %q", o, got, otherOutcome)
+		}
+	}
+}
+
+// TestNoOrderDataInMetrics feeds attempts full of identifying data and
+// checks none of it reaches the exposition.
+func TestNoOrderDataInMetrics(t *testing.T) {
+	m := New(Options{API: "v2"})
+	secrets := []string{"ORD-20240101-0042", "4200001234202401010042", "1900000109", "1900000110", "task-7f3a9c"}
+	a := tasks.Attempt{
+		TaskID:  secrets[4],
+		Order:   tasks.OrderRef{OutTradeNo: secrets[0], TransactionID: secrets[1], MchID: secrets[2], SubMchID: secrets[3]},
+		Outcome: tasks.OutcomePermanent, Code: secrets[0], WeChatLatency: time.Second,
+	}
+	m.ObserveAttempt(a)
+	a.Outcome = secrets[1]
+	m.ObserveAttempt(a)
+	_, body := scrape(t, serve(t, m))
+	for _, s := range secrets {
+		if strings.Contains(body, s) {
+			t.Errorf("scrape contains %q:\n%s", s, grepLines(body, s))
+		}
+	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	tests := []struct {
+		opts        Options
+		version     string
+		api         string
+		wantLatency string
+	}{
+		{opts: Options{}, version: buildVersion(), api: "unknown"},
+		{opts: Options{Version: "v1.4.2", API: "v2"}, version: "v1.4.2", api: "v2"},
+		{opts: Options{Version: "v1.5.0", API: " v3 "}, version: "v1.5.0", api: "v3"},
+	}
+	for _, tt := range tests {
+		m := New(tt.opts)
+		m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second})
+		got, body := scrape(t, serve(t, m))
+		series := `wxclose_build_info{api="` + tt.api + `",go_version="` + runtime.Version() + `",version="` + tt.version + `"}`
+		if got[series] != 1 {
+			t.Errorf("New(%+v): want %s 1; got:\n%s", tt.opts, series, grepLines(body, "build_info"))
+		}
+		if lat := `wxclose_wechat_request_duration_seconds_count{api="` + tt.api + `"}`; got[lat] != 1 {
+			t.Errorf("New(%+v): want %s 1", tt.opts, lat)
+		}
+	}
+	if v := buildVersion(); v == "" || v == "(devel)" {
+		t.Errorf("buildVersion() = %q, want a version or devel", v)
+	}
+}
+
+func TestWithoutInspector(t *testing.T) {
+	m := New(Options{})
+	got, body := scrape(t, serve(t, m))
+	for series := range got {
+		if strings.HasPrefix(series, "asynq_") || strings.HasPrefix(series, "wxclose_queue_stats") {
+			t.Errorf("no Inspector, yet the scrape has %s", series)
+		}
+	}
+	for _, want := range []string{"go_goroutines", "process_cpu_seconds_total"} {
+		if _, ok := got[want]; !ok {
+			t.Errorf("scrape lacks %s:\n%s", want, body)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	m := New(Options{API: "v3"})
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestNilMetricsIgnoresAttempts(t *testing.T) {
+	var m *Metrics
+	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed})
+}
+
+func BenchmarkObserveAttempt(b *testing.B) {
+	m := New(Options{API: "v3"})
+	a := tasks.Attempt{Outcome: tasks.OutcomeRetry, Code: "SYSTEM_ERROR", WeChatLatency: 230 * time.Millisecond,
+		Lateness: 140 * time.Millisecond, HasLateness: true}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.ObserveAttempt(a)
+		}
+	})
+}
+
+func grepLines(body, substr string) string {
+	var b strings.Builder
+	for line := range strings.Lines(body) {
+		if strings.Contains(line, substr) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
