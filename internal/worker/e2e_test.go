@@ -74,6 +74,8 @@ func (s *syncBuffer) String() string {
 type setupOptions struct {
 	api      wechat.APIVersion
 	maxRetry int
+	// uiUser and uiPassword, when set, turn the dashboard on with them.
+	uiUser, uiPassword string
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
@@ -116,6 +118,9 @@ func setup(t *testing.T, o setupOptions) *bundle {
 		MaxRetry:    o.maxRetry,
 		HTTPAddr:    "127.0.0.1:0",
 		CloseMargin: time.Second,
+		UI:          o.uiUser != "",
+		UIUser:      o.uiUser,
+		UIPassword:  o.uiPassword,
 	}
 	logs := &syncBuffer{}
 	w, err := worker.New(worker.Options{Config: cfg, Logger: zerolog.New(logs), Closer: closer})
@@ -546,3 +551,41 @@ func pemBody(p []byte) string {
 }
 
 var _ = errors.Is
+
+func TestHTTPEndpoints(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{api: wechat.APIv3, uiUser: "ops", uiPassword: "correct horse"})
+	base := "http://" + b.worker.HTTPAddr()
+	tests := []struct {
+		name       string
+		path       string
+		user, pass string
+		want       int
+		wantBody   string
+	}{
+		{"health", "/healthz", "", "", http.StatusOK, "ok"},
+		{"ready", "/readyz", "", "", http.StatusOK, "ok"},
+		{"metrics need no password", "/metrics", "", "", http.StatusOK, "wxclose_build_info"},
+		{"dashboard without password", "/monitoring/", "", "", http.StatusUnauthorized, ""},
+		{"dashboard with wrong password", "/monitoring/", "ops", "wrong", http.StatusUnauthorized, ""},
+		{"dashboard", "/monitoring/", "ops", "correct horse", http.StatusOK, "<html"},
+		{"dashboard api", "/monitoring/api/queues", "ops", "correct horse", http.StatusOK, "queues"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
+			if tt.user != "" {
+				req.SetBasicAuth(tt.user, tt.pass)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.want || !strings.Contains(string(body), tt.wantBody) {
+				t.Fatalf("GET %s = %d %.80q, want %d containing %q", tt.path, resp.StatusCode, body, tt.want, tt.wantBody)
+			}
+		})
+	}
+}

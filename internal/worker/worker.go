@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wxclose/wxclose/internal/config"
+	"github.com/wxclose/wxclose/internal/dashboard"
 	"github.com/wxclose/wxclose/internal/metrics"
 	"github.com/wxclose/wxclose/retry"
 	"github.com/wxclose/wxclose/tasks"
@@ -67,6 +68,8 @@ type Worker struct {
 	listener net.Listener
 	http     *http.Server
 	metrics  *metrics.Metrics
+	// dashboard is nil when WXCLOSE_UI=false.
+	dashboard *dashboard.Dashboard
 }
 
 // New builds a Worker and binds its HTTP address, so configuration, key and
@@ -113,6 +116,18 @@ func New(opts Options) (*Worker, error) {
 		return nil, fmt.Errorf("WXCLOSE_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
 	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln, metrics: m}
+	if cfg.UI {
+		d, err := dashboard.New(dashboard.Options{
+			RedisConnOpt: cfg.Redis, ListenAddr: ln.Addr().String(),
+			User: cfg.UIUser, Password: cfg.UIPassword, ReadOnly: cfg.UIReadOnly,
+		})
+		if err != nil {
+			ln.Close()
+			rdb.Close()
+			return nil, err
+		}
+		w.dashboard = d
+	}
 	policy := cfg.Retry
 	w.server = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: cfg.Concurrency,
@@ -158,6 +173,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { httpErr <- w.http.Serve(w.listener) }()
 	w.log.Info().Str("http_addr", w.HTTPAddr()).Str("queue", tasks.QueueClose).
 		Int("concurrency", w.opts.Config.Concurrency).Msg("worker started")
+	if w.dashboard != nil {
+		defer w.dashboard.Close()
+		w.log.Info().Msg(w.dashboard.Describe())
+	} else {
+		w.log.Info().Msg("dashboard disabled (WXCLOSE_UI=false)")
+	}
 
 	var runErr error
 	select {
@@ -192,6 +213,9 @@ func (w *Worker) routes() http.Handler {
 		fmt.Fprintln(rw, "ok")
 	})
 	mux.Handle("GET /metrics", w.metrics.Handler())
+	if w.dashboard != nil {
+		mux.Handle(w.dashboard.Pattern(), w.dashboard.Handler())
+	}
 	for pattern, h := range w.opts.Routes {
 		mux.Handle(pattern, h)
 	}
