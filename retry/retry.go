@@ -227,10 +227,11 @@ func IsFailure(err error) bool {
 //     the jitter spreads the retries of tasks limited together.
 //   - anything else: Backoff(n).
 //
-// asynq stores run times in whole Unix seconds and truncates, so a delay that
-// must not end early is rounded: Delay aims at Until rounded up to a whole
-// second and returns the time to it rounded up to a whole second, at least
-// 1 s. asynq's truncation of now+delay then still lands on or after Until.
+// asynq stores run times in whole Unix seconds and truncates, so every delay
+// is rounded: Delay aims at the target time rounded up to a whole second and
+// returns the time to it rounded up to a whole second, at least 1 s. asynq's
+// truncation of now+delay then still lands on or after the target, so a
+// retry never runs sooner than its backoff and successive gaps keep growing.
 func (p Policy) Delay(n int, err error) time.Duration {
 	return p.delay(time.Now(), n, err)
 }
@@ -249,9 +250,9 @@ func (p Policy) delay(now time.Time, n int, err error) time.Duration {
 		if we.RetryAfter > 0 {
 			return untilDelay(now, now.Add(min(we.RetryAfter, p.effective().Max)))
 		}
-		return p.Backoff(0)
+		return untilDelay(now, now.Add(p.Backoff(0)))
 	}
-	return p.Backoff(n)
+	return untilDelay(now, now.Add(p.Backoff(n)))
 }
 
 // untilDelay returns a whole number of seconds, at least 1, such that

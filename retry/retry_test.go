@@ -230,12 +230,14 @@ func TestDelay(t *testing.T) {
 		{"rate limited hint survives truncation", now, 4, rateLimited(2500 * time.Millisecond), 4 * time.Second},
 		{"rate limited tiny hint", now, 4, rateLimited(time.Millisecond), time.Second},
 		{"rate limited hint capped at Max", at(1_700_000_100, 0), 4, rateLimited(24 * time.Hour), 10 * time.Minute},
-		{"rate limited without hint does not grow", now, 9, rateLimited(0), 10 * time.Second},
-		{"rate limited wrapped", now, 9, fmt.Errorf("close: %w", rateLimited(0)), 10 * time.Second},
-		{"retryable", now, 3, &wechat.Error{Class: wechat.ClassRetryable, Code: "SYSTEMERROR"}, 80 * time.Second},
-		{"unclassified", now, 2, errors.New("boom"), 40 * time.Second},
-		{"permanent", now, 1, &wechat.Error{Class: wechat.ClassPermanent}, 20 * time.Second},
-		{"nil", now, 0, nil, 10 * time.Second},
+		{"rate limited without hint does not grow", now, 9, rateLimited(0), 11 * time.Second},
+		{"rate limited wrapped", now, 9, fmt.Errorf("close: %w", rateLimited(0)), 11 * time.Second},
+		// now is x.9 s: asynq would truncate now+80s to x+80, 0.9 s short
+		// of the backoff, so the delay aims at the next whole second.
+		{"retryable", now, 3, &wechat.Error{Class: wechat.ClassRetryable, Code: "SYSTEMERROR"}, 81 * time.Second},
+		{"unclassified", now, 2, errors.New("boom"), 41 * time.Second},
+		{"permanent", now, 1, &wechat.Error{Class: wechat.ClassPermanent}, 21 * time.Second},
+		{"nil", now, 0, nil, 11 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,8 +252,10 @@ func TestDelayRateLimitedWithoutHintIsJittered(t *testing.T) {
 	p := Policy{}
 	err := &wechat.Error{Class: wechat.ClassRateLimited}
 	for range 1000 {
-		if got := p.Delay(12, err); got < 8*time.Second || got > 12*time.Second {
-			t.Fatalf("Delay(12, rate limited) = %s, want Backoff(0) within [8s, 12s]", got)
+		// Backoff(0) is within [8s, 12s]; rounding to whole seconds adds
+		// less than one more.
+		if got := p.Delay(12, err); got < 8*time.Second || got > 13*time.Second {
+			t.Fatalf("Delay(12, rate limited) = %s, want Backoff(0) rounded up, within [8s, 13s]", got)
 		}
 	}
 }

@@ -52,6 +52,8 @@ type bundle struct {
 	inspector *asynq.Inspector
 	logs      *syncBuffer
 	worker    *worker.Worker
+	// stop shuts the worker down gracefully and waits for Run to return.
+	stop func()
 }
 
 type syncBuffer struct {
@@ -130,15 +132,19 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker.Run: %v", err)
-		}
-	})
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker.Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	rdb := srv.Client()
 	b := &bundle{
-		redis: srv, rdb: rdb, sandbox: sb, creds: creds, logs: logs, worker: w,
+		redis: srv, rdb: rdb, sandbox: sb, creds: creds, logs: logs, worker: w, stop: stop,
 		producer:  tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{MchID: creds.MchID, MaxRetry: o.maxRetry}),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 	}
