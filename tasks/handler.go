@@ -281,12 +281,12 @@ func (h *CloseHandler) report(a Attempt, err error) {
 		Int("attempt", a.Retried+1).
 		Str("outcome", a.Outcome).
 		Str("wechat_code", a.Code).
-		Dur("latency", a.WeChatLatency)
+		Dur("latency_ms", a.WeChatLatency)
 	if a.Order.SubMchID != "" {
 		ev = ev.Str("sub_mchid", a.Order.SubMchID)
 	}
 	if a.HasLateness {
-		ev = ev.Dur("lateness", a.Lateness)
+		ev = ev.Dur("lateness_ms", a.Lateness)
 	}
 	if a.Reconciled {
 		ev = ev.Bool("reconciliation_enqueued", true)

@@ -1,0 +1,54 @@
+package taskstest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/wxclose/wxclose/internal/redistest"
+	"github.com/wxclose/wxclose/tasks"
+	"github.com/wxclose/wxclose/tasks/taskstest"
+)
+
+// recorder is a testing.TB that records failures instead of stopping the
+// real test, so the helpers' failure paths can be checked.
+type recorder struct {
+	testing.TB
+	failed bool
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Fatalf(string, ...any) {
+	r.failed = true
+}
+
+func TestHelpers(t *testing.T) {
+	srv := redistest.Start(t)
+	p := tasks.NewProducerFromRedisClient(srv.Client(), tasks.ProducerConfig{MchID: "1900000109"})
+	created := time.Now().Add(-time.Minute)
+	ctx := context.Background()
+	if _, err := p.EnqueueClose(ctx, tasks.CloseOrder{OutTradeNo: "ORDER-1", CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	ref := tasks.OrderRef{OutTradeNo: "ORDER-1", MchID: "1900000109"}
+
+	c := taskstest.RequireClose(t, srv.ConnOpt(), ref)
+	if c.Payload.OutTradeNo != "ORDER-1" || c.DueAt.Before(tasks.EarliestClose(created)) {
+		t.Fatalf("RequireClose = %+v", c)
+	}
+	r := &recorder{TB: t}
+	taskstest.RequireNoClose(r, srv.ConnOpt(), ref)
+	if !r.failed {
+		t.Fatal("RequireNoClose passed although the order has a close task")
+	}
+
+	if err := p.CancelClose(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	taskstest.RequireNoClose(t, srv.ConnOpt(), ref)
+	r = &recorder{TB: t}
+	taskstest.RequireClose(r, srv.ConnOpt(), ref)
+	if !r.failed {
+		t.Fatal("RequireClose passed although the close was cancelled")
+	}
+}
