@@ -78,6 +78,9 @@ type setupOptions struct {
 	maxRetry int
 	// uiUser and uiPassword, when set, turn the dashboard on with them.
 	uiUser, uiPassword string
+	// asynqDefaults runs the worker with asynq's default check intervals
+	// instead of wxclose's, as a baseline for scheduling precision.
+	asynqDefaults bool
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
@@ -125,7 +128,11 @@ func setup(t *testing.T, o setupOptions) *bundle {
 		UIPassword:  o.uiPassword,
 	}
 	logs := &syncBuffer{}
-	w, err := worker.New(worker.Options{Config: cfg, Logger: zerolog.New(logs), Closer: closer})
+	wo := worker.Options{Config: cfg, Logger: zerolog.New(logs), Closer: closer}
+	if o.asynqDefaults {
+		wo.DelayedTaskCheckInterval, wo.TaskCheckInterval = 5*time.Second, time.Second
+	}
+	w, err := worker.New(wo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,9 @@ import (
 
 // TestScheduleLateness enqueues orders due over the next few seconds and
 // reports how late each close reached WeChat Pay (sandbox receive time minus
-// due time). It asserts correctness only (every order closed, none early);
-// the figures are for the reader. For a larger run:
+// due time), for wxclose's check intervals and, in the same run, for asynq's
+// defaults as the baseline. It asserts correctness only (every order closed,
+// none early); the figures are for the reader. For a larger run:
 //
 //	WXCLOSE_LATENESS_ORDERS=2000 go test ./internal/worker -run TestScheduleLateness -v
 func TestScheduleLateness(t *testing.T) {
@@ -25,7 +26,33 @@ func TestScheduleLateness(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("WXCLOSE_LATENESS_ORDERS")); err == nil && v > 0 {
 		n = v
 	}
-	b := setup(t, setupOptions{api: wechat.APIv3})
+	var tuned, baseline []time.Duration
+	t.Run("group", func(t *testing.T) {
+		t.Run("wxclose", func(t *testing.T) {
+			t.Parallel()
+			tuned = measureLateness(t, setupOptions{api: wechat.APIv3}, n)
+		})
+		t.Run("asynq defaults", func(t *testing.T) {
+			t.Parallel()
+			baseline = measureLateness(t, setupOptions{api: wechat.APIv3, asynqDefaults: true}, n)
+		})
+	})
+	if t.Failed() {
+		return
+	}
+	pct := func(l []time.Duration, p float64) time.Duration { return l[int(p*float64(len(l)-1))] }
+	for _, r := range []struct {
+		name string
+		l    []time.Duration
+	}{{"wxclose intervals (200 ms / 100 ms)", tuned}, {"asynq defaults (5 s / 1 s)", baseline}} {
+		t.Logf("schedule lateness, %s, %d orders: p50 %s, p99 %s, max %s", r.name, n,
+			pct(r.l, 0.50).Round(time.Millisecond), pct(r.l, 0.99).Round(time.Millisecond), r.l[len(r.l)-1].Round(time.Millisecond))
+	}
+	t.Logf("p99 ratio wxclose/asynq defaults: %.2f", pct(tuned, 0.99).Seconds()/pct(baseline, 0.99).Seconds())
+}
+
+func measureLateness(t *testing.T, o setupOptions, n int) []time.Duration {
+	b := setup(t, o)
 	due := make(map[string]time.Time, n)
 	for i := range n {
 		no := fmt.Sprintf("LATE-%d", i)
@@ -54,7 +81,5 @@ func TestScheduleLateness(t *testing.T) {
 		t.Fatalf("%d early calls", early)
 	}
 	slices.Sort(lateness)
-	pct := func(p float64) time.Duration { return lateness[int(p*float64(len(lateness)-1))] }
-	t.Logf("schedule lateness over %d orders: p50 %s, p99 %s, max %s",
-		n, pct(0.50).Round(time.Millisecond), pct(0.99).Round(time.Millisecond), lateness[len(lateness)-1].Round(time.Millisecond))
+	return lateness
 }

@@ -5,6 +5,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,11 @@ type Options struct {
 	// Version is reported in wxclose_build_info. If empty, the module
 	// version from the build info.
 	Version string
+	// DelayedTaskCheckInterval and TaskCheckInterval tune how soon a due
+	// close starts (see asynq.Config). If zero, 200 ms and 100 ms; the load
+	// test sets asynq's defaults (5 s, 1 s) to measure against them.
+	DelayedTaskCheckInterval time.Duration
+	TaskCheckInterval        time.Duration
 	// Routes are extra HTTP handlers served on Config.HTTPAddr, keyed by
 	// mux pattern (the dashboard, /metrics).
 	Routes map[string]http.Handler
@@ -136,8 +142,8 @@ func New(opts Options) (*Worker, error) {
 		Queues:                   map[string]int{tasks.QueueClose: 1},
 		RetryDelayFunc:           func(n int, err error, _ *asynq.Task) time.Duration { return policy.Delay(n, err) },
 		IsFailure:                retry.IsFailure,
-		DelayedTaskCheckInterval: delayedTaskCheckInterval,
-		TaskCheckInterval:        taskCheckInterval,
+		DelayedTaskCheckInterval: cmp.Or(opts.DelayedTaskCheckInterval, delayedTaskCheckInterval),
+		TaskCheckInterval:        cmp.Or(opts.TaskCheckInterval, taskCheckInterval),
 		ShutdownTimeout:          shutdownTimeout,
 		Logger:                   asynqLogger{opts.Logger},
 		LogLevel:                 asynq.WarnLevel,
