@@ -375,19 +375,8 @@ func (s *Server) v3Close(byTxID bool) http.HandlerFunc {
 		} else {
 			call.OutTradeNo = orderNo
 		}
-		if r.Method != http.MethodPost {
-			s.finishV3(w, r, call, errorReply(http.StatusMethodNotAllowed, "REQUIRE_POST_METHOD", "close order requires POST", nil), "bad_request", 0)
-			return
-		}
-		body, err := readBody(r)
-		if err != nil {
-			s.finishV3(w, r, call, paramError("", "body", "", err.Error()), "bad_request", 0)
-			return
-		}
-		a, aerr := s.authenticate(r, body)
-		call.MchID = a.mchid
-		if aerr != nil {
-			s.finishV3(w, r, call, errorReply(aerr.status, aerr.code, aerr.message, nil), "auth_failed", 0)
+		a, body, ok := s.admitV3(w, r, &call, http.MethodPost, "REQUIRE_POST_METHOD")
+		if !ok {
 			return
 		}
 		if !validOrderNo(orderNo) {
@@ -497,23 +486,34 @@ type encryptCertificate struct {
 	Ciphertext     string `json:"ciphertext"`
 }
 
-// v3Certificates serves GET /v3/global/certificates and /hk/v3/certificates:
-// every platform certificate, each encrypted with the APIv3 key.
-func (s *Server) v3Certificates(w http.ResponseWriter, r *http.Request) {
-	call := s.newCall("certificates", r)
-	if r.Method != http.MethodGet {
-		s.finishV3(w, r, call, errorReply(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "certificates requires GET", nil), "bad_request", 0)
-		return
+// admitV3 does what WeChat Pay does before looking at a v3 request: check
+// the method, read the body and verify the signature. When it fails it has
+// already replied and recorded the call.
+func (s *Server) admitV3(w http.ResponseWriter, r *http.Request, call *Call, method, methodCode string) (authInfo, []byte, bool) {
+	if r.Method != method {
+		s.finishV3(w, r, *call, errorReply(http.StatusMethodNotAllowed, methodCode, "this endpoint requires "+method, nil), "bad_request", 0)
+		return authInfo{}, nil, false
 	}
 	body, err := readBody(r)
 	if err != nil {
-		s.finishV3(w, r, call, paramError("", "body", "", err.Error()), "bad_request", 0)
-		return
+		s.finishV3(w, r, *call, paramError("", "body", "", err.Error()), "bad_request", 0)
+		return authInfo{}, nil, false
 	}
 	a, aerr := s.authenticate(r, body)
 	call.MchID = a.mchid
 	if aerr != nil {
-		s.finishV3(w, r, call, errorReply(aerr.status, aerr.code, aerr.message, nil), "auth_failed", 0)
+		s.finishV3(w, r, *call, errorReply(aerr.status, aerr.code, aerr.message, nil), "auth_failed", 0)
+		return authInfo{}, nil, false
+	}
+	return a, body, true
+}
+
+// v3Certificates serves GET /v3/global/certificates and /hk/v3/certificates:
+// every platform certificate, each encrypted with the APIv3 key.
+func (s *Server) v3Certificates(w http.ResponseWriter, r *http.Request) {
+	call := s.newCall("certificates", r)
+	_, _, ok := s.admitV3(w, r, &call, http.MethodGet, "METHOD_NOT_ALLOWED")
+	if !ok {
 		return
 	}
 	s.mu.Lock()
