@@ -316,6 +316,6 @@ func dueFromHeader(t *asynq.Task) (time.Time, bool) {
 	if !ok {
 		return time.Time{}, false
 	}
-	due, err := time.Parse(time.RFC3339, v)
+	due, err := time.Parse(time.RFC3339Nano, v)
 	return due, err == nil
 }

@@ -11,8 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// HeaderDueAt is the task header that records when a close was due (RFC
-// 3339), so the worker can measure how late it started.
+// HeaderDueAt is the task header that records when a close became due to
+// run (RFC 3339): its due time, or the enqueue time for an order enqueued
+// after its due time. The worker measures how late it started from it.
 const HeaderDueAt = "wxclose-due-at"
 
 // Defaults used when the matching ProducerConfig field is zero.
@@ -204,7 +205,14 @@ func (p *Producer) enqueueClose(ctx context.Context, pl ClosePayload, due time.T
 		return Scheduled{}, fmt.Errorf("encode close payload: %w", err)
 	}
 	id := CloseTaskID(pl.Ref())
-	task := asynq.NewTaskWithHeaders(TypeClose, data, map[string]string{HeaderDueAt: due.UTC().Format(time.RFC3339)})
+	// The header records when the task became runnable: for an order
+	// enqueued after its due time (a late producer, a replay) that is now,
+	// so lateness measures the worker, not the producer.
+	runnable := due
+	if now := p.cfg.Now(); now.After(due) {
+		runnable = now
+	}
+	task := asynq.NewTaskWithHeaders(TypeClose, data, map[string]string{HeaderDueAt: runnable.UTC().Format(time.RFC3339Nano)})
 	info, err := p.client.EnqueueContext(ctx, task,
 		asynq.Queue(QueueClose),
 		asynq.TaskID(id),
