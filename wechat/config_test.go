@@ -131,9 +131,7 @@ func assertNoSecrets(t *testing.T, s string, cfg wechat.Config) {
 		der, _ := x509.MarshalPKCS8PrivateKey(cfg.PrivateKey)
 		p := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 		// Any full base64 line of the key would be a leak.
-		for _, line := range strings.Split(p, "\n")[1:5] {
-			secrets = append(secrets, line)
-		}
+		secrets = append(secrets, strings.Split(p, "\n")[1:5]...)
 		secrets = append(secrets, cfg.PrivateKey.D.String(), fmt.Sprintf("%x", cfg.PrivateKey.D))
 	}
 	for _, sec := range secrets {

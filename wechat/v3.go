@@ -663,20 +663,6 @@ func (c *V3Client) download(ctx context.Context) (map[string]trustedKey, *Error)
 	return got, nil
 }
 
-// trustedSerials lists the serials currently trusted (for tests).
-func (c *V3Client) trustedSerials() []string {
-	var out []string
-	for _, k := range c.static {
-		out = append(out, k.serial)
-	}
-	c.mu.Lock()
-	for _, k := range c.downloaded {
-		out = append(out, k.serial)
-	}
-	c.mu.Unlock()
-	return out
-}
-
 // clip shortens s to at most n bytes on a rune boundary. WeChat messages and
 // headers end up in logs; an unbounded one would flood them.
 func clip(s string, n int) string {

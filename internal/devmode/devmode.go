@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 
 	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat/sandbox"
@@ -84,9 +83,6 @@ func Start() (*Env, error) {
 	e.MchID = e.creds.MchID
 	return e, nil
 }
-
-// RedisConnOpt connects to the embedded store.
-func (e *Env) RedisConnOpt() asynq.RedisConnOpt { return asynq.RedisClientOpt{Addr: e.redis.Addr()} }
 
 // Getenv returns an environment lookup for config.Load in which Redis and
 // every WeChat Pay setting point at the embedded store and the sandbox (with
