@@ -369,13 +369,7 @@ func (e *env) cancel(ctx context.Context, args []string) int {
 	c := newCommand("cancel", cancelUsage)
 	var r refFlags
 	r.register(c)
-	if code := c.parse(e, args); code >= 0 {
-		return code
-	}
-	if code := r.check(c, e); code >= 0 {
-		return code
-	}
-	cl, code := c.dial(ctx, e)
+	cl, code := e.dialForOrder(ctx, c, &r, args)
 	if code >= 0 {
 		return code
 	}
@@ -386,6 +380,18 @@ func (e *env) cancel(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(e.stdout, "cancelled %s\n", id)
 	return exitOK
+}
+
+// dialForOrder parses the flags of a one-order command, checks the order
+// reference and connects to Redis. A code >= 0 means stop with that code.
+func (e *env) dialForOrder(ctx context.Context, c *command, r *refFlags, args []string) (*ops.Client, int) {
+	if code := c.parse(e, args); code >= 0 {
+		return nil, code
+	}
+	if code := r.check(c, e); code >= 0 {
+		return nil, code
+	}
+	return c.dial(ctx, e)
 }
 
 const statusUsage = `Usage:
@@ -408,13 +414,7 @@ func (e *env) status(ctx context.Context, args []string) int {
 	var asJSON bool
 	r.register(c)
 	c.fs.BoolVar(&asJSON, "json", false, "print a JSON object")
-	if code := c.parse(e, args); code >= 0 {
-		return code
-	}
-	if code := r.check(c, e); code >= 0 {
-		return code
-	}
-	cl, code := c.dial(ctx, e)
+	cl, code := e.dialForOrder(ctx, c, &r, args)
 	if code >= 0 {
 		return code
 	}
