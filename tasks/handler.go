@@ -48,6 +48,9 @@ type Attempt struct {
 	// Reconciled is true when this attempt put a new reconciliation task on
 	// the reconciliation queue.
 	Reconciled bool
+	// Confirmed is true when the final answer was unsigned and the outcome
+	// was taken from a signed Query Order answer instead.
+	Confirmed bool
 }
 
 // Observer receives one Attempt per handled task; metrics implement it.
@@ -93,6 +96,10 @@ type HandlerConfig struct {
 	Observer Observer
 	// Now returns the current time. If nil, time.Now.
 	Now func() time.Time
+	// ClockAhead reports how far this worker's clock is measured to run
+	// ahead of WeChat Pay's. When it exceeds CloseMargin, the 5-minute guard
+	// adds it. If nil, no offset is known and none is added.
+	ClockAhead func() time.Duration
 }
 
 // maxInlineWait is the longest a handler waits in place for an order's

@@ -96,4 +96,23 @@ type Config struct {
 	// Now returns the current time. If nil, time.Now. Tests use it to check
 	// the timestamp window.
 	Now func() time.Time
+	// Hooks lets the caller observe what the client learns on the way. The
+	// zero value observes nothing.
+	Hooks Hooks
+}
+
+// Hooks are optional callbacks; each nil field is skipped. They are called
+// synchronously on the request path, so they must be cheap and must not
+// block, and they never receive a secret.
+type Hooks struct {
+	// ServerClock is called for every response that carries WeChat Pay's
+	// clock (the signed Wechatpay-Timestamp of a verified v3 response, else
+	// the Date header), with the local instants the request was sent and
+	// the response received. Callers estimate the clock offset from it.
+	ServerClock func(sent, received, server time.Time)
+	// CertificateRefreshFailed is called when a platform certificate
+	// download failed, could not be decrypted or did not verify with an
+	// already trusted certificate. The client keeps the certificates it
+	// already trusts.
+	CertificateRefreshFailed func(err error)
 }

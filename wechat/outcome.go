@@ -75,4 +75,14 @@ type Outcome struct {
 	HTTPStatus int
 	// RequestID is WeChat's Request-ID header (v3), for support tickets.
 	RequestID string
+	// ConfirmedByQuery is true when the Close Order answer that looked final
+	// did not carry a valid signature and the result was instead taken from a
+	// signed Query Order answer.
+	ConfirmedByQuery bool
+	// TradeState is the signed trade_state from that Query Order answer
+	// ("CLOSED", "SUCCESS", ...); empty when no query was made.
+	TradeState string
+	// TransactionID is WeChat Pay's order number when a signed answer
+	// returned it (Query Order does); empty otherwise.
+	TransactionID string
 }

@@ -116,6 +116,12 @@ type Options struct {
 	// Credentials are the keys to use, for example from LoadCredentials. If
 	// nil, fresh RSA-2048 keys are generated with GenerateCredentials.
 	Credentials *Credentials
+	// CacheResponseSignatures lets the sandbox reuse a v3 response's
+	// timestamp, nonce and signature for identical response bodies within
+	// one second, so that benchmarks measure the worker, not the sandbox's
+	// RSA signing. Requests are still verified. If false, every response is
+	// signed afresh.
+	CacheResponseSignatures bool
 	// Logf, if set, receives one line per recorded call. Secrets are never
 	// passed to it.
 	Logf func(format string, args ...any)
