@@ -28,8 +28,9 @@ const (
 )
 
 // New validates cfg and returns the Closer of the chosen API generation: a
-// *V3Client (the default) or a *V2Client. Configuration errors wrap
-// ErrInvalidConfig and name the offending field.
+// *V3Client (the default) or a *V2Client; both also implement Querier.
+// Configuration errors are *ConfigError (wrapping ErrInvalidConfig) and name
+// the offending field.
 func New(cfg Config) (Closer, error) {
 	switch cfg.API {
 	case "", APIv3:
@@ -37,14 +38,14 @@ func New(cfg Config) (Closer, error) {
 	case APIv2:
 		return NewV2(cfg)
 	}
-	return nil, configError("Config.API must be %q or %q, not %q", APIv3, APIv2, cfg.API)
+	return nil, configError("API", "must be %q or %q, not %q", APIv3, APIv2, cfg.API)
 }
 
 // String describes cfg without its secrets, so a Config that ends up in a
 // log line or an error (%v, %+v, %s) does not leak keys.
 func (cfg Config) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "wechat.Config{API:%q BaseURL:%q MchID:%q", cfg.API, cfg.BaseURL, cfg.MchID)
+	fmt.Fprintf(&b, "wechat.Config{API:%q BaseURL:%q MchID:%q", cfg.API, redactURL(cfg.BaseURL), cfg.MchID)
 	if cfg.API == APIv2 {
 		fmt.Fprintf(&b, " AppID:%q SignType:%q APIKey:%s", cfg.AppID, cfg.SignType, redacted(cfg.APIKey != ""))
 	} else {
@@ -66,8 +67,30 @@ func redacted(set bool) string {
 	return "[unset]"
 }
 
-func configError(format string, args ...any) error {
-	return fmt.Errorf("%w: wechat: "+format, append([]any{ErrInvalidConfig}, args...)...)
+func configError(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// redactURL returns raw fit for a message: user information (user:password@),
+// the query and the fragment can all carry credentials, so they are replaced
+// by placeholders. It works on strings that do not parse as URLs too.
+func redactURL(raw string) string {
+	s := raw
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i] + "?[redacted]"
+	}
+	start := 0
+	if i := strings.Index(s, "//"); i >= 0 {
+		start = i + 2
+	}
+	end := len(s)
+	if j := strings.IndexAny(s[start:], "/?"); j >= 0 {
+		end = start + j
+	}
+	if at := strings.LastIndexByte(s[start:end], '@'); at >= 0 {
+		s = s[:start] + "[redacted]@" + s[start+at+1:]
+	}
+	return clip(s, 200)
 }
 
 // common holds what both generations share once the config is validated.
@@ -78,6 +101,7 @@ type common struct {
 	userAgent string
 	http      *http.Client
 	now       func() time.Time
+	hooks     Hooks
 }
 
 func newCommon(cfg Config) (common, error) {
@@ -87,13 +111,13 @@ func newCommon(cfg Config) (common, error) {
 		return c, err
 	}
 	if cfg.MchID == "" {
-		return c, configError("Config.MchID is required")
+		return c, configError("MchID", "is required")
 	}
 	if !safeID(cfg.MchID) {
-		return c, configError("Config.MchID must contain only letters, digits, '_' and '-'")
+		return c, configError("MchID", "must be 1 to 64 letters, digits, '_' or '-'")
 	}
 	if cfg.Timeout < 0 {
-		return c, configError("Config.Timeout must not be negative")
+		return c, configError("Timeout", "must not be negative (it is %s)", cfg.Timeout)
 	}
 	c.base = base
 	c.baseStr = base.String()
@@ -103,7 +127,7 @@ func newCommon(cfg Config) (common, error) {
 		c.userAgent = defaultUserAgent()
 	}
 	if strings.ContainsAny(c.userAgent, "\r\n") {
-		return c, configError("Config.UserAgent must be a single line")
+		return c, configError("UserAgent", "must be a single line")
 	}
 	c.http = cfg.HTTPClient
 	if c.http == nil {
@@ -117,6 +141,7 @@ func newCommon(cfg Config) (common, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.hooks = cfg.Hooks
 	return c, nil
 }
 
@@ -124,18 +149,19 @@ func parseBaseURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		raw = DefaultBaseURL
 	}
+	// Messages quote redactURL(raw), never raw: a URL can carry a password.
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, configError("Config.BaseURL %q is not a URL", raw)
+		return nil, configError("BaseURL", "%q is not a URL", redactURL(raw))
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, configError("BaseURL", "%q must be scheme, host and optional path only (no user information, query or fragment)", redactURL(raw))
 	}
 	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, configError("Config.BaseURL %q must be an absolute https:// URL", raw)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, configError("Config.BaseURL must be scheme, host and optional path only (no user, query or fragment)")
+		return nil, configError("BaseURL", "%q must be an absolute https:// URL", redactURL(raw))
 	}
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return nil, configError("Config.BaseURL %q must use https; plain http is only allowed for loopback hosts", raw)
+		return nil, configError("BaseURL", "%q must use https; plain http is only allowed for loopback hosts", redactURL(raw))
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = strings.TrimRight(u.RawPath, "/")
@@ -178,9 +204,11 @@ func isHex(s string) bool {
 	return true
 }
 
-func checkRSAKeySize(n int, field string) error {
+// checkRSAKeySize rejects keys shorter than WeChat Pay's. what names the
+// key inside field, e.g. "[1]" for the second platform certificate.
+func checkRSAKeySize(n int, field, what string) error {
 	if n < 2048 {
-		return configError("%s is a %d-bit RSA key; WeChat Pay uses RSA-2048 or larger", field, n)
+		return configError(field, "%sis a %d-bit RSA key; WeChat Pay uses RSA-2048 or larger", what, n)
 	}
 	return nil
 }
@@ -306,4 +334,23 @@ func classByStatus(status int) Class {
 		return ClassRetryable
 	}
 	return ClassPermanent
+}
+
+// reportClock passes WeChat Pay's clock to Hooks.ServerClock: the signed
+// Wechatpay-Timestamp when the response verified (signedSec != 0), else the
+// Date header, which any server or proxy on the way could have set.
+func (cm *common) reportClock(sent, received time.Time, h http.Header, signedSec int64) {
+	f := cm.hooks.ServerClock
+	if f == nil {
+		return
+	}
+	if signedSec != 0 {
+		f(sent, received, time.Unix(signedSec, 0))
+		return
+	}
+	if d := h.Get("Date"); d != "" {
+		if t, err := http.ParseTime(d); err == nil {
+			f(sent, received, t)
+		}
+	}
 }

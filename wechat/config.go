@@ -63,7 +63,11 @@ type Config struct {
 	// certificate. Required for v3.
 	CertSerial string
 	// PlatformCerts are WeChat Pay platform certificates trusted to sign
-	// responses, keyed by their own serial numbers.
+	// responses, keyed by their own serial numbers. Each is used only
+	// within its validity period (NotBefore to NotAfter by Now). With
+	// APIv3Key set they also pin the downloads: a downloaded list must be
+	// signed by one of them (or by PublicKey, or by a certificate from an
+	// earlier verified download). See V3Client.
 	PlatformCerts []*x509.Certificate
 	// PublicKey is a WeChat Pay public key trusted to sign responses whose
 	// Wechatpay-Serial equals PublicKeyID ("PUB_KEY_ID_...").
@@ -71,7 +75,9 @@ type Config struct {
 	PublicKeyID string
 	// APIv3Key (32 bytes) enables downloading platform certificates from
 	// WeChat Pay. At least one of PlatformCerts, PublicKey and APIv3Key is
-	// required for v3.
+	// required for v3. With APIv3Key alone, the first download is trusted
+	// because the key decrypts it (as the official SDKs do) and later ones
+	// must be signed by a certificate already downloaded; see V3Client.
 	APIv3Key string
 	// CertRefreshInterval is how often downloaded platform certificates are
 	// refreshed. If zero, 6 hours (WeChat Pay asks for less than 12).
@@ -112,7 +118,8 @@ type Hooks struct {
 	ServerClock func(sent, received, server time.Time)
 	// CertificateRefreshFailed is called when a platform certificate
 	// download failed, could not be decrypted or did not verify with an
-	// already trusted certificate. The client keeps the certificates it
-	// already trusts.
+	// already trusted certificate (not when the caller's context ended). err
+	// is a *Error wrapping ErrCertificateDownload. The client keeps the
+	// certificates it already trusts and tries again at most once a minute.
 	CertificateRefreshFailed func(err error)
 }

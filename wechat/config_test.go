@@ -103,6 +103,16 @@ func TestNewValidation(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("%q does not name %q", err, tt.wantErr)
 			}
+			// The field is machine-readable too, for callers that map it
+			// to where the value came from.
+			var ce *wechat.ConfigError
+			wantField := strings.TrimPrefix(tt.wantErr, "Config.")
+			if i := strings.IndexAny(wantField, "[ "); i >= 0 {
+				wantField = wantField[:i]
+			}
+			if !errors.As(err, &ce) || ce.Field != wantField || ce.Reason == "" {
+				t.Errorf("error %#v is not a *ConfigError for field %q", err, wantField)
+			}
 			assertNoSecrets(t, err.Error(), tt.cfg)
 		})
 	}
@@ -149,6 +159,34 @@ func TestConfigStringRedactsSecrets(t *testing.T) {
 		for _, f := range []string{"%v", "%+v", "%s", "%#v"} {
 			assertNoSecrets(t, fmt.Sprintf(f, c), c)
 			assertNoSecrets(t, fmt.Sprintf(f, &c), c)
+		}
+	}
+}
+
+// A URL's user information is a credential: no error or description may
+// show it, whether the URL parses or not.
+func TestBaseURLUserInfoIsRedacted(t *testing.T) {
+	const secret = "s3cr3t-pw"
+	for _, raw := range []string{
+		"https://merchant:" + secret + "@apihk.mch.weixin.qq.com",
+		"http://merchant:" + secret + "@example.com/prefix",
+		"https://" + secret + "@apihk.mch.weixin.qq.com",
+		"https://merchant:" + secret + "@apihk.mch.weixin.qq.com/%zz",
+		"https://merchant:" + secret + "@[::1",
+		"merchant:" + secret + "@apihk.mch.weixin.qq.com",
+		"https://apihk.mch.weixin.qq.com/?token=" + secret,
+		"https://apihk.mch.weixin.qq.com/#" + secret,
+	} {
+		cfg := v3Config(t, raw)
+		_, err := wechat.New(cfg)
+		var ce *wechat.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "BaseURL" {
+			t.Fatalf("%q: error %v, want a BaseURL *ConfigError", raw, err)
+		}
+		for _, s := range []string{err.Error(), ce.Reason, cfg.String(), fmt.Sprintf("%+v", cfg)} {
+			if strings.Contains(s, secret) {
+				t.Errorf("%q: %q shows the secret", raw, s)
+			}
 		}
 	}
 }

@@ -54,7 +54,52 @@ var (
 	// ErrTransport means the request did not get a response: a connection
 	// failure, a timeout or a cancelled context.
 	ErrTransport = errors.New("wechat: request failed")
+	// ErrCertificateDownload means the platform certificates could not be
+	// refreshed: the download failed, its certificates did not decrypt with
+	// Config.APIv3Key, or it was not signed by a key the client already
+	// trusts. The client keeps the keys it trusted before, reports the
+	// failure to Hooks.CertificateRefreshFailed and tries again later (at
+	// most once a minute). A close that fails because of it is
+	// ClassRetryable unless WeChat Pay answered the download with a
+	// permanent error code.
+	ErrCertificateDownload = errors.New("wechat: platform certificate download failed")
+	// ErrCertificateDecrypt is wrapped together with ErrCertificateDownload
+	// when the downloaded certificates do not decrypt with Config.APIv3Key:
+	// the key is wrong, or the list did not come from WeChat Pay. A caller
+	// can treat it as a configuration error at start-up; during operation it
+	// is retryable, so that it never ends a close.
+	ErrCertificateDecrypt = errors.New("wechat: platform certificates do not decrypt with Config.APIv3Key")
+	// ErrOrderOpen is wrapped together with ErrUntrustedResponse when a Close
+	// Order answer that claimed a final state was not signed and a signed
+	// Query Order answer says the order is still open (NOTPAY, USERPAYING,
+	// PAYERROR): the close must run again.
+	ErrOrderOpen = errors.New("wechat: Query Order says the order is still open")
 )
+
+// ConfigError is the error New, NewV3 and NewV2 return for an unusable
+// Config. It names the Config field, so that a caller can point at where the
+// value came from (an environment variable, a flag), and it never contains a
+// secret or a URL's user information. errors.Is(err, ErrInvalidConfig) holds.
+type ConfigError struct {
+	// Field is the name of the Config field, e.g. "BaseURL" or
+	// "PlatformCerts".
+	Field string
+	// Reason completes a sentence that starts with the field, e.g. "is
+	// required" or "must be 32 characters (it is 31)".
+	Reason string
+}
+
+// Error reads "wechat: invalid configuration: Config.<Field> <Reason>".
+func (e *ConfigError) Error() string {
+	sep := " "
+	if strings.HasPrefix(e.Reason, "[") { // an index: Config.PlatformCerts[1] ...
+		sep = ""
+	}
+	return "wechat: invalid configuration: Config." + e.Field + sep + e.Reason
+}
+
+// Unwrap returns ErrInvalidConfig.
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
 
 // Error is the single error type Close returns. It carries what WeChat Pay
 // said (code, message, status, request id) and never a secret.

@@ -101,6 +101,8 @@ func FuzzV3ResponseHeaders(f *testing.F) {
 	f.Add(400, ts, "NONCE", keyID, sign(ts, "NONCE", paid), []byte(paid))
 	f.Add(404, ts, "NONCE", keyID, sign(ts, "NONCE", ""), []byte(""))
 	f.Add(204, "1699999000", "NONCE", keyID, sign("1699999000", "NONCE", ""), []byte(nil))
+	f.Add(204, "1699999700", "NONCE", keyID, sign("1699999700", "NONCE", ""), []byte(nil)) // exactly 300 s old
+	f.Add(204, "1700000300", "NONCE", keyID, sign("1700000300", "NONCE", ""), []byte(nil)) // exactly 300 s ahead
 	f.Add(204, ts, "NONCE", "UNKNOWN", sign(ts, "NONCE", ""), []byte(nil))
 	f.Add(204, "", "", "", "", []byte(nil))
 	f.Add(204, "99999999999999999999", "N", keyID, "!!!", []byte("x"))
@@ -133,7 +135,7 @@ func FuzzV3ResponseHeaders(f *testing.F) {
 			t.Fatalf("outcome %+v under serial %q", out, serial)
 		}
 		sec, perr := strconv.ParseInt(ts, 10, 64)
-		if perr != nil || sec < now.Unix()-300 || sec > now.Unix()+300 {
+		if perr != nil || sec <= now.Unix()-300 || sec >= now.Unix()+300 {
 			t.Fatalf("outcome %+v with timestamp %q", out, ts)
 		}
 		if VerifyV3(&key.PublicKey, BuildV3ResponseMessage(ts, nonce, body), sig) != nil {

@@ -146,6 +146,8 @@ type expect struct {
 	sentinel   error
 	retryAfter time.Duration
 	state      sandbox.State // the order's state at the sandbox afterwards
+	confirmed  bool          // the outcome came from a Query Order answer
+	tradeState string        // its trade_state
 }
 
 func checkClose(t *testing.T, out wechat.Outcome, err error, w expect) {
@@ -156,6 +158,9 @@ func checkClose(t *testing.T, out wechat.Outcome, err error, w expect) {
 		}
 		if out.Result != w.result || out.Code != w.code {
 			t.Fatalf("outcome %+v, want %v %q", out, w.result, w.code)
+		}
+		if out.ConfirmedByQuery != w.confirmed || out.TradeState != w.tradeState {
+			t.Fatalf("outcome %+v, want ConfirmedByQuery %v with trade state %q", out, w.confirmed, w.tradeState)
 		}
 		return
 	}
@@ -183,6 +188,7 @@ func TestSandboxV3(t *testing.T) {
 		timeout time.Duration
 		order   *sandbox.Order // nil: unknown order
 		script  []sandbox.Step
+		qscript []sandbox.Step      // Query Order steps
 		req     wechat.CloseRequest // OutTradeNo "T1" if zero
 		want    expect
 	}{
@@ -229,14 +235,23 @@ func TestSandboxV3(t *testing.T) {
 		{name: "malformed body", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MalformedBody()},
 			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrMalformedResponse, state: sandbox.StateUnpaid}},
 		// The sandbox closes the order and then spoils the reply: the
-		// client must still not report it closed.
+		// client must not believe it, and settles it with a signed query.
 		{name: "forged signature", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()},
-			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
+			want: expect{result: wechat.ResultClosed, state: sandbox.StateClosed, confirmed: true, tradeState: "CLOSED"}},
 		{name: "missing signature", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MissingSignature()},
-			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
+			want: expect{result: wechat.ResultClosed, state: sandbox.StateClosed, confirmed: true, tradeState: "CLOSED"}},
 		{name: "forged ORDERPAID", order: &sandbox.Order{OutTradeNo: "T1", State: sandbox.StatePaid}, script: []sandbox.Step{sandbox.BadSignature()},
-			want: expect{class: wechat.ClassRetryable, code: "ORDERPAID", sentinel: wechat.ErrUntrustedResponse, state: sandbox.StatePaid}},
+			want: expect{result: wechat.ResultPaid, state: sandbox.StatePaid, confirmed: true, tradeState: "SUCCESS"}},
 		{name: "forged in download mode", mode: trustDownload, order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()},
+			want: expect{result: wechat.ResultClosed, state: sandbox.StateClosed, confirmed: true, tradeState: "CLOSED"}},
+		// When the query answer is forged too, nothing is believed.
+		{name: "forged signature, forged query", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()}, qscript: []sandbox.Step{sandbox.BadSignature()},
+			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
+		{name: "missing signature, unsigned query", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MissingSignature()}, qscript: []sandbox.Step{sandbox.MissingSignature()},
+			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
+		{name: "forged ORDERPAID, query fails", order: &sandbox.Order{OutTradeNo: "T1", State: sandbox.StatePaid}, script: []sandbox.Step{sandbox.BadSignature()}, qscript: []sandbox.Step{sandbox.SystemError()},
+			want: expect{class: wechat.ClassRetryable, code: "ORDERPAID", sentinel: wechat.ErrUntrustedResponse, state: sandbox.StatePaid}},
+		{name: "forged in download mode, forged query", mode: trustDownload, order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()}, qscript: []sandbox.Step{sandbox.BadSignature()},
 			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
 		{name: "slow beyond Timeout", timeout: 300 * time.Millisecond, order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.Slow(3 * time.Second)},
 			want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrTransport, state: sandbox.StateClosed}},
@@ -251,6 +266,9 @@ func TestSandboxV3(t *testing.T) {
 			}
 			if len(tt.script) > 0 {
 				e.sb.Script("T1", tt.script...)
+			}
+			if len(tt.qscript) > 0 {
+				e.sb.ScriptQuery("T1", tt.qscript...)
 			}
 			cfg := e.v3Config(t, tt.mode)
 			cfg.PathStyle = tt.style
@@ -282,12 +300,13 @@ func TestSandboxV3(t *testing.T) {
 	}
 }
 
-// After an untrusted reply the order may have closed; the retry must find
-// that out with a verified ORDERCLOSED.
+// After an untrusted reply (and an untrusted query) the order may have
+// closed; the retry must find that out with a verified ORDERCLOSED.
 func TestSandboxRetryAfterForgedReply(t *testing.T) {
 	e := newSandbox(t, sandbox.Options{})
 	e.addOrder(sandbox.Order{OutTradeNo: "T1"})
 	e.sb.Script("T1", sandbox.BadSignature())
+	e.sb.ScriptQuery("T1", sandbox.BadSignature())
 	c, err := wechat.New(e.v3Config(t, trustCert))
 	if err != nil {
 		t.Fatal(err)
@@ -332,22 +351,36 @@ func TestSandboxCertificateDownload(t *testing.T) {
 	}
 }
 
+// A certificate list that does not decrypt is a retryable problem, never a
+// permanent one: it must not end (archive) a close. With nothing else to
+// verify with, Close fails before sending; the hook hears of each download
+// that failed, at most one a minute.
 func TestSandboxWrongAPIv3Key(t *testing.T) {
 	e := newSandbox(t, sandbox.Options{})
 	e.addOrder(sandbox.Order{OutTradeNo: "T1"})
 	cfg := e.v3Config(t, trustDownload)
 	cfg.APIv3Key = strings.Repeat("k", 32)
+	var hook hookRecorder
+	cfg.Hooks.CertificateRefreshFailed = hook.refreshFailed
 	c, err := wechat.NewV3(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = c.RefreshCertificates(context.Background())
-	checkClose(t, wechat.Outcome{}, err, expect{class: wechat.ClassPermanent, sentinel: wechat.ErrInvalidConfig})
-	// Without any key nothing can be verified, so Close fails before sending.
+	checkClose(t, wechat.Outcome{}, err, expect{class: wechat.ClassRetryable, sentinel: wechat.ErrCertificateDownload})
+	if !errors.Is(err, wechat.ErrCertificateDecrypt) {
+		t.Errorf("error %v does not wrap ErrCertificateDecrypt", err)
+	}
 	_, err = c.Close(context.Background(), wechat.CloseRequest{OutTradeNo: "T1"})
-	checkClose(t, wechat.Outcome{}, err, expect{class: wechat.ClassPermanent, sentinel: wechat.ErrInvalidConfig})
+	checkClose(t, wechat.Outcome{}, err, expect{class: wechat.ClassRetryable, sentinel: wechat.ErrCertificateDecrypt})
 	if o, _ := e.sb.Order("T1"); o.State != sandbox.StateUnpaid {
 		t.Errorf("order %v, want unpaid", o.State)
+	}
+	if n := e.certificateCalls(); n != 1 {
+		t.Errorf("%d certificate downloads within a minute, want 1", n)
+	}
+	if errs := hook.failures(); len(errs) != 1 || !errors.Is(errs[0], wechat.ErrCertificateDownload) {
+		t.Errorf("CertificateRefreshFailed got %v, want one ErrCertificateDownload", errs)
 	}
 	for _, secret := range []string{cfg.APIv3Key, e.creds.APIv3Key} {
 		if strings.Contains(err.Error(), secret) {
@@ -446,11 +479,12 @@ func TestSandboxRotationStaticCerts(t *testing.T) {
 
 func TestSandboxV2(t *testing.T) {
 	tests := []struct {
-		name   string
-		order  *sandbox.Order
-		script []sandbox.Step
-		apiKey string // wrong key if set
-		want   expect
+		name    string
+		order   *sandbox.Order
+		script  []sandbox.Step
+		qscript []sandbox.Step
+		apiKey  string // wrong key if set
+		want    expect
 	}{
 		{name: "closes", order: &sandbox.Order{OutTradeNo: "T1"}, want: expect{result: wechat.ResultClosed, state: sandbox.StateClosed}},
 		{name: "ORDERCLOSED", order: &sandbox.Order{OutTradeNo: "T1", State: sandbox.StateClosed}, want: expect{result: wechat.ResultAlreadyClosed, code: "ORDERCLOSED", state: sandbox.StateClosed}},
@@ -461,8 +495,10 @@ func TestSandboxV2(t *testing.T) {
 		{name: "FREQUENCY_LIMITED", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.RateLimited(2 * time.Second)}, want: expect{class: wechat.ClassRateLimited, code: "FREQUENCY_LIMITED", state: sandbox.StateUnpaid}},
 		{name: "HTTP 502", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.ServerError(502)}, want: expect{class: wechat.ClassRetryable, state: sandbox.StateUnpaid}},
 		{name: "malformed", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MalformedBody()}, want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrMalformedResponse, state: sandbox.StateUnpaid}},
-		{name: "forged sign", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()}, want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
-		{name: "missing sign", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MissingSignature()}, want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
+		{name: "forged sign", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()}, want: expect{result: wechat.ResultClosed, state: sandbox.StateClosed, confirmed: true, tradeState: "CLOSED"}},
+		{name: "missing sign", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MissingSignature()}, want: expect{result: wechat.ResultClosed, state: sandbox.StateClosed, confirmed: true, tradeState: "CLOSED"}},
+		{name: "forged sign, forged query", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.BadSignature()}, qscript: []sandbox.Step{sandbox.BadSignature()}, want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
+		{name: "missing sign, unsigned query", order: &sandbox.Order{OutTradeNo: "T1"}, script: []sandbox.Step{sandbox.MissingSignature()}, qscript: []sandbox.Step{sandbox.MissingSignature()}, want: expect{class: wechat.ClassRetryable, sentinel: wechat.ErrUntrustedResponse, state: sandbox.StateClosed}},
 		{name: "return_code FAIL on wrong key", order: &sandbox.Order{OutTradeNo: "T1"}, apiKey: strings.Repeat("w", 32), want: expect{class: wechat.ClassPermanent, code: "SIGNERROR", state: sandbox.StateUnpaid}},
 	}
 	for _, st := range []wechat.SignType{wechat.SignMD5, wechat.SignHMACSHA256} {
@@ -474,6 +510,9 @@ func TestSandboxV2(t *testing.T) {
 				}
 				if len(tt.script) > 0 {
 					e.sb.Script("T1", tt.script...)
+				}
+				if len(tt.qscript) > 0 {
+					e.sb.ScriptQuery("T1", tt.qscript...)
 				}
 				cfg := e.v2Config(st)
 				if tt.apiKey != "" {

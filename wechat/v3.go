@@ -16,20 +16,27 @@ import (
 	"unicode/utf8"
 )
 
-// V3Client closes orders with WeChat Pay API v3 (JSON, SHA256-RSA2048).
-// Create it with New or NewV3; it is safe for concurrent use.
+// V3Client closes and queries orders with WeChat Pay API v3 (JSON,
+// SHA256-RSA2048). Create it with New or NewV3; it is safe for concurrent
+// use.
 //
 // # Which responses are verified
 //
-// Every response that can become an Outcome is verified before it is
-// believed: the 204 success, and the ORDERCLOSED, ORDERPAID and
-// ORDER_NOT_EXIST replies (and a 404 without a WeChat error code). Its
-// Wechatpay-Timestamp, -Nonce, -Signature and -Serial headers must be
-// present, the timestamp within 5 minutes of Config.Now, the serial one of
-// the trusted keys, and the SHA256withRSA signature valid over
-// "TIMESTAMP\nNONCE\nBODY\n". A response that fails any of these checks is
-// returned as a ClassRetryable *Error wrapping ErrUntrustedResponse, with
-// the code it claimed in Code; it is never reported as an Outcome.
+// Every response that can become an Outcome or a QueryResult is verified
+// before it is believed: the 204 success, the ORDERCLOSED, ORDERPAID and
+// ORDER_NOT_EXIST replies (and a 404 without a WeChat error code), and every
+// Query Order answer that reports a state. Its Wechatpay-Timestamp, -Nonce,
+// -Signature and -Serial headers must be present, the timestamp less than 5
+// minutes (300 s, as the official SDK checks) before or after Config.Now,
+// the serial one of the trusted keys (see below), and the SHA256withRSA
+// signature valid over "TIMESTAMP\nNONCE\nBODY\n".
+//
+// A Close Order answer that would end the close but does not verify is not
+// believed, and not simply retried either: Close confirms it with a signed
+// Query Order call and acts on the signed trade_state (see Close). A Query
+// Order answer that does not verify is never believed; Close then returns a
+// ClassRetryable *Error wrapping ErrUntrustedResponse, with the code the
+// close answer claimed in Code.
 //
 // Error replies that can only lead to a retry or a permanent error
 // (SYSTEM_ERROR, RATE_LIMITED, PARAM_ERROR, 5xx and so on) are classified
@@ -43,18 +50,40 @@ import (
 // Responses are verified with Config.PlatformCerts (each under its own
 // serial), Config.PublicKey (under Config.PublicKeyID) and, when
 // Config.APIv3Key is set, platform certificates downloaded from
-// /v3/global/certificates (/hk/v3/certificates for PathHK). Downloads happen
-// lazily inside Close, with no background goroutine: before a call when the
-// last download is older than Config.CertRefreshInterval, and once more
-// (at most once a minute) when a response names a serial the client does not
-// know, which is how a platform certificate rotation shows up.
+// /v3/global/certificates (/hk/v3/certificates for PathHK). A certificate,
+// configured or downloaded, verifies nothing outside its validity period
+// (NotBefore to NotAfter by Config.Now).
 //
-// A download is itself verified, with the keys already held plus the
-// certificates it contains, as the official SDKs do. When no certificate is
-// configured, the first download therefore trusts the TLS connection to
-// WeChat Pay and the APIv3 key (which must decrypt every certificate), not an
-// independent signature. Configure PlatformCerts or PublicKey to pin the
-// first download too.
+// Downloads happen lazily inside Close and Query, with no background
+// goroutine: before a call when the last download is older than
+// Config.CertRefreshInterval, and once more (at most once a minute) when a
+// response names a serial the client does not know, which is how a platform
+// certificate rotation shows up.
+//
+// A download must be signed by a key the client already trusts: a
+// configured certificate or public key, or a certificate from an earlier
+// verified download, valid now. Certificates that only the download itself
+// vouches for are not trusted, so a list signed by a certificate inside it
+// (self-signed by anyone who knows the APIv3 key) is rejected. WeChat Pay
+// publishes a new platform certificate 24 hours before it signs with it, so
+// a client that refreshes more often than that learns it from a list signed
+// by the old one.
+//
+// The one exception is bootstrap: when neither PlatformCerts nor PublicKey
+// is configured and no downloaded certificate is valid (before the first
+// download, or after every downloaded certificate expired), a download may
+// be verified by a certificate it contains, as the official SDKs do. The
+// trust then rests on the APIv3 key, whose AES-256-GCM encryption of every
+// certificate in the list authenticates it (no one without the key can
+// produce a list that decrypts), and on the TLS connection to WeChat Pay;
+// configure PlatformCerts or PublicKey to pin the first download too.
+//
+// A download that fails, does not decrypt or does not verify changes
+// nothing: the client keeps the keys it trusted, calls
+// Hooks.CertificateRefreshFailed and tries again at most once a minute. A
+// Close or Query that cannot proceed because of it fails with a
+// ClassRetryable *Error wrapping ErrCertificateDownload, never a permanent
+// one.
 type V3Client struct {
 	common
 	pathStyle    PathStyle
@@ -80,15 +109,29 @@ type V3Client struct {
 type trustedKey struct {
 	serial    string // as announced (upper-case)
 	pub       *rsa.PublicKey
-	notBefore time.Time
+	notBefore time.Time // zero: no bound (a public key has none)
+	notAfter  time.Time
+}
+
+// validAt reports whether the key may verify anything at t.
+func (k trustedKey) validAt(t time.Time) bool {
+	return (k.notBefore.IsZero() || !t.Before(k.notBefore)) && (k.notAfter.IsZero() || !t.After(k.notAfter))
+}
+
+// invalidReason says why a key that is not validAt(t) is not used.
+func (k trustedKey) invalidReason(t time.Time) string {
+	if !k.notAfter.IsZero() && t.After(k.notAfter) {
+		return fmt.Sprintf("certificate %s expired at %s", k.serial, k.notAfter.UTC().Format(time.RFC3339))
+	}
+	return fmt.Sprintf("certificate %s is not valid before %s", k.serial, k.notBefore.UTC().Format(time.RFC3339))
 }
 
 // NewV3 validates cfg for API v3 and returns the client. Most callers use
 // New; NewV3 gives access to RefreshCertificates without a type assertion.
-// Configuration errors wrap ErrInvalidConfig and name the field.
+// Configuration errors are *ConfigError and name the field.
 func NewV3(cfg Config) (*V3Client, error) {
 	if cfg.API != "" && cfg.API != APIv3 {
-		return nil, configError("NewV3 needs Config.API %q or empty, not %q", APIv3, cfg.API)
+		return nil, configError("API", "must be %q or empty for NewV3, not %q", APIv3, cfg.API)
 	}
 	cm, err := newCommon(cfg)
 	if err != nil {
@@ -103,46 +146,49 @@ func NewV3(cfg Config) (*V3Client, error) {
 		c.pathStyle = PathHK
 		c.certsURL = c.baseStr + "/hk/v3/certificates"
 	default:
-		return nil, configError("Config.PathStyle must be %q or %q, not %q", PathGlobal, PathHK, cfg.PathStyle)
+		return nil, configError("PathStyle", "must be %q or %q, not %q", PathGlobal, PathHK, cfg.PathStyle)
 	}
 	if cfg.PrivateKey == nil {
-		return nil, configError("Config.PrivateKey is required for API v3 (load apiclient_key.pem with LoadPrivateKeyFile)")
+		return nil, configError("PrivateKey", "is required for API v3 (load apiclient_key.pem with LoadPrivateKeyFile)")
 	}
-	if err := checkRSAKeySize(rsaBits(&cfg.PrivateKey.PublicKey), "Config.PrivateKey"); err != nil {
+	if err := checkRSAKeySize(rsaBits(&cfg.PrivateKey.PublicKey), "PrivateKey", ""); err != nil {
 		return nil, err
 	}
 	c.key = cfg.PrivateKey
 	if cfg.CertSerial == "" {
-		return nil, configError("Config.CertSerial is required for API v3 (the merchant API certificate serial, openssl x509 -noout -serial)")
+		return nil, configError("CertSerial", "is required for API v3 (the merchant API certificate serial, openssl x509 -noout -serial)")
 	}
 	if !isHex(cfg.CertSerial) || len(cfg.CertSerial) > 64 {
-		return nil, configError("Config.CertSerial must be the certificate serial in hex")
+		return nil, configError("CertSerial", "must be the merchant API certificate serial in hex (at most 64 digits)")
 	}
 	c.certSerial = strings.ToUpper(cfg.CertSerial)
 	for i, pc := range cfg.PlatformCerts {
 		if pc == nil {
-			return nil, configError("Config.PlatformCerts[%d] is nil", i)
+			return nil, configError("PlatformCerts", "[%d] is nil", i)
 		}
 		pub, ok := pc.PublicKey.(*rsa.PublicKey)
 		if !ok {
-			return nil, configError("Config.PlatformCerts[%d] (serial %s) does not hold an RSA public key", i, CertificateSerial(pc))
+			return nil, configError("PlatformCerts", "[%d] (serial %s) does not hold an RSA public key", i, CertificateSerial(pc))
 		}
-		if err := checkRSAKeySize(rsaBits(pub), fmt.Sprintf("Config.PlatformCerts[%d]", i)); err != nil {
+		if err := checkRSAKeySize(rsaBits(pub), "PlatformCerts", fmt.Sprintf("[%d] ", i)); err != nil {
 			return nil, err
 		}
+		// An expired or not yet valid certificate is kept: it is simply
+		// not used outside its validity period, and a file listing an old
+		// certificate next to the current one must not stop the worker.
 		s := CertificateSerial(pc)
-		c.static[normalizeSerial(s)] = trustedKey{serial: s, pub: pub, notBefore: pc.NotBefore}
+		c.static[normalizeSerial(s)] = trustedKey{serial: s, pub: pub, notBefore: pc.NotBefore, notAfter: pc.NotAfter}
 	}
 	switch {
 	case cfg.PublicKey != nil && cfg.PublicKeyID == "":
-		return nil, configError("Config.PublicKeyID is required with Config.PublicKey (the PUB_KEY_ID_... shown next to the key)")
+		return nil, configError("PublicKeyID", "is required with a WeChat Pay public key (the PUB_KEY_ID_... shown next to the key)")
 	case cfg.PublicKey == nil && cfg.PublicKeyID != "":
-		return nil, configError("Config.PublicKey is required with Config.PublicKeyID (load pub_key.pem with LoadPublicKeyFile)")
+		return nil, configError("PublicKey", "is required with a public key ID (load pub_key.pem with LoadPublicKeyFile)")
 	case cfg.PublicKey != nil:
 		if !safeID(cfg.PublicKeyID) {
-			return nil, configError("Config.PublicKeyID must contain only letters, digits, '_' and '-'")
+			return nil, configError("PublicKeyID", "must be 1 to 64 letters, digits, '_' or '-'")
 		}
-		if err := checkRSAKeySize(rsaBits(cfg.PublicKey), "Config.PublicKey"); err != nil {
+		if err := checkRSAKeySize(rsaBits(cfg.PublicKey), "PublicKey", ""); err != nil {
 			return nil, err
 		}
 		c.publicKeyID = cfg.PublicKeyID
@@ -150,16 +196,16 @@ func NewV3(cfg Config) (*V3Client, error) {
 	}
 	if cfg.APIv3Key != "" {
 		if len(cfg.APIv3Key) != 32 {
-			return nil, configError("Config.APIv3Key must be exactly 32 bytes (it is %d)", len(cfg.APIv3Key))
+			return nil, configError("APIv3Key", "must be exactly 32 bytes (it is %d)", len(cfg.APIv3Key))
 		}
 		c.apiv3Key = []byte(cfg.APIv3Key)
 	}
 	if len(c.static) == 0 && c.apiv3Key == nil {
-		return nil, configError("API v3 needs a way to verify responses: set Config.PlatformCerts, Config.PublicKey with PublicKeyID, or Config.APIv3Key (download platform certificates)")
+		return nil, configError("PlatformCerts", "is empty and neither a WeChat Pay public key nor an APIv3 key is set: API v3 needs at least one of the three to verify responses")
 	}
 	switch {
 	case cfg.CertRefreshInterval < 0:
-		return nil, configError("Config.CertRefreshInterval must not be negative")
+		return nil, configError("CertRefreshInterval", "must not be negative (it is %s)", cfg.CertRefreshInterval)
 	case cfg.CertRefreshInterval == 0:
 		c.refreshEvery = defaultCertRefresh
 	default:
@@ -170,6 +216,11 @@ func NewV3(cfg Config) (*V3Client, error) {
 
 // Close asks WeChat Pay to close the order. See V3Client for how responses
 // are verified; see Closer for the error contract.
+//
+// When an answer that would end the close (204, ORDERCLOSED, ORDERPAID,
+// ORDER_NOT_EXIST or a bare 404) does not verify, Close asks Query Order and
+// acts on its signed answer instead; see Querier for the mapping. The
+// Outcome then has ConfirmedByQuery set.
 func (c *V3Client) Close(ctx context.Context, req CloseRequest) (Outcome, error) {
 	rawURL, body, mchID, rerr := c.buildClose(req)
 	if rerr != nil {
@@ -178,17 +229,49 @@ func (c *V3Client) Close(ctx context.Context, req CloseRequest) (Outcome, error)
 	if err := c.ensureKeys(ctx); err != nil {
 		return Outcome{}, err
 	}
-	status, header, respBody, err := c.do(ctx, http.MethodPost, rawURL, body, mchID)
+	resp, err := c.do(ctx, http.MethodPost, rawURL, body, mchID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	return c.interpret(ctx, status, header, respBody)
+	v := c.classify(ctx, resp.status, resp.header, resp.body)
+	c.reportClock(resp.sent, resp.received, resp.header, v.signedAt)
+	if v.claim != 0 {
+		return confirmByQuery(ctx, c, req, v.claim, v.err)
+	}
+	if v.err != nil {
+		return Outcome{}, v.err
+	}
+	return v.out, nil
+}
+
+// Query asks WeChat Pay for the order's state (Query Order). Only a signed
+// answer about the same order is reported; see Querier.
+func (c *V3Client) Query(ctx context.Context, req CloseRequest) (QueryResult, error) {
+	rawURL, mchID, rerr := c.buildQuery(req)
+	if rerr != nil {
+		return QueryResult{}, rerr
+	}
+	if err := c.ensureKeys(ctx); err != nil {
+		return QueryResult{}, err
+	}
+	resp, err := c.do(ctx, http.MethodGet, rawURL, nil, mchID)
+	if err != nil {
+		return QueryResult{}, err
+	}
+	res, signedAt, qerr := c.interpretQuery(ctx, req, resp.status, resp.header, resp.body)
+	c.reportClock(resp.sent, resp.received, resp.header, signedAt)
+	if qerr != nil {
+		return QueryResult{}, qerr
+	}
+	return res, nil
 }
 
 // RefreshCertificates downloads the platform certificates now and replaces
-// the downloaded set. Call it at start-up to fail fast on a wrong APIv3 key,
-// merchant key or serial. Without Config.APIv3Key there is nothing to
-// download and it returns nil. Errors are *Error.
+// the downloaded set. Call it at start-up to fail fast on a wrong APIv3 key
+// (errors.Is(err, ErrCertificateDecrypt)), merchant key or serial. Without
+// Config.APIv3Key there is nothing to download and it returns nil. Errors
+// are *Error wrapping ErrCertificateDownload; the certificates trusted
+// before are kept.
 func (c *V3Client) RefreshCertificates(ctx context.Context) error {
 	if c.apiv3Key == nil {
 		return nil
@@ -202,42 +285,50 @@ func (c *V3Client) RefreshCertificates(ctx context.Context) error {
 	return nil
 }
 
-func (c *V3Client) buildClose(req CloseRequest) (rawURL string, body []byte, mchID string, err *Error) {
+// orderPath returns the transactions path naming the order, without a
+// suffix, and the merchant that asks.
+func (c *V3Client) orderPath(req CloseRequest) (path, mchID string, err *Error) {
 	switch {
 	case req.OutTradeNo != "" && req.TransactionID != "":
-		return "", nil, "", invalidRequest("set only one of CloseRequest.OutTradeNo and CloseRequest.TransactionID")
+		return "", "", invalidRequest("set only one of CloseRequest.OutTradeNo and CloseRequest.TransactionID")
 	case req.OutTradeNo == "" && req.TransactionID == "":
-		return "", nil, "", invalidRequest("CloseRequest.OutTradeNo or CloseRequest.TransactionID is required")
+		return "", "", invalidRequest("CloseRequest.OutTradeNo or CloseRequest.TransactionID is required")
 	}
 	mchID = req.MchID
 	if mchID == "" {
 		mchID = c.mchID
 	}
 	if !safeID(mchID) {
-		return "", nil, "", invalidRequest("CloseRequest.MchID must contain only letters, digits, '_' and '-'")
+		return "", "", invalidRequest("CloseRequest.MchID must contain only letters, digits, '_' and '-'")
 	}
-	path := "/v3/global/transactions"
+	if req.SubMchID != "" && !safeID(req.SubMchID) {
+		return "", "", invalidRequest("CloseRequest.SubMchID must contain only letters, digits, '_' and '-'")
+	}
+	path = "/v3/global/transactions"
 	if c.pathStyle == PathHK {
 		path = "/hk/v3/transactions"
 	}
 	if req.OutTradeNo != "" {
 		if e := checkOrderNo("CloseRequest.OutTradeNo", req.OutTradeNo); e != nil {
-			return "", nil, "", e
+			return "", "", e
 		}
-		path += "/out-trade-no/" + url.PathEscape(req.OutTradeNo) + "/close"
-	} else {
-		if e := checkOrderNo("CloseRequest.TransactionID", req.TransactionID); e != nil {
-			return "", nil, "", e
-		}
-		path += "/id/" + url.PathEscape(req.TransactionID) + "/close"
+		return path + "/out-trade-no/" + url.PathEscape(req.OutTradeNo), mchID, nil
+	}
+	if e := checkOrderNo("CloseRequest.TransactionID", req.TransactionID); e != nil {
+		return "", "", e
+	}
+	return path + "/id/" + url.PathEscape(req.TransactionID), mchID, nil
+}
+
+func (c *V3Client) buildClose(req CloseRequest) (rawURL string, body []byte, mchID string, err *Error) {
+	path, mchID, err := c.orderPath(req)
+	if err != nil {
+		return "", nil, "", err
 	}
 	var v any = struct {
 		MchID string `json:"mchid"`
 	}{mchID}
 	if req.SubMchID != "" {
-		if !safeID(req.SubMchID) {
-			return "", nil, "", invalidRequest("CloseRequest.SubMchID must contain only letters, digits, '_' and '-'")
-		}
 		v = struct {
 			SpMchID  string `json:"sp_mchid"`
 			SubMchID string `json:"sub_mchid"`
@@ -247,7 +338,23 @@ func (c *V3Client) buildClose(req CloseRequest) (rawURL string, body []byte, mch
 	if jerr != nil { // cannot happen for two strings; kept so a future field cannot panic
 		return "", nil, "", invalidRequest("encode request body: %v", jerr)
 	}
-	return c.baseStr + path, b, mchID, nil
+	return c.baseStr + path + "/close", b, mchID, nil
+}
+
+// buildQuery returns the Query Order URL: GET .../out-trade-no/{no} or
+// .../id/{id} with ?mchid=... in common mode and ?sub_mchid=...&sp_mchid=...
+// in institutional mode (the order of WeChat Pay's example; the signature
+// covers the query string exactly as sent).
+func (c *V3Client) buildQuery(req CloseRequest) (rawURL, mchID string, err *Error) {
+	path, mchID, err := c.orderPath(req)
+	if err != nil {
+		return "", "", err
+	}
+	q := "?mchid=" + url.QueryEscape(mchID)
+	if req.SubMchID != "" {
+		q = "?sub_mchid=" + url.QueryEscape(req.SubMchID) + "&sp_mchid=" + url.QueryEscape(mchID)
+	}
+	return c.baseStr + path + q, mchID, nil
 }
 
 // checkOrderNo rejects numbers that cannot be sent faithfully in a URL path
@@ -267,29 +374,35 @@ func checkOrderNo(field, s string) *Error {
 	return nil
 }
 
+// v3Response is one received response and when it was sent and received
+// by Config.Now, for Hooks.ServerClock.
+type v3Response struct {
+	status         int
+	header         http.Header
+	body           []byte
+	sent, received time.Time
+}
+
 // do signs and sends one request and reads the response. Each call signs
 // afresh: WeChat Pay rejects stale timestamps, so a retry must never reuse an
 // old signature.
-func (c *V3Client) do(ctx context.Context, method, rawURL string, body []byte, mchID string) (int, http.Header, []byte, *Error) {
-	var rd *bytes.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
+func (c *V3Client) do(ctx context.Context, method, rawURL string, body []byte, mchID string) (v3Response, *Error) {
 	var hreq *http.Request
 	var err error
-	if rd != nil {
-		hreq, err = http.NewRequestWithContext(ctx, method, rawURL, rd)
+	if body != nil {
+		hreq, err = http.NewRequestWithContext(ctx, method, rawURL, bytes.NewReader(body))
 	} else {
 		hreq, err = http.NewRequestWithContext(ctx, method, rawURL, nil)
 	}
 	if err != nil {
-		return 0, nil, nil, invalidRequest("build request: %v", err)
+		return v3Response{}, invalidRequest("build request: %v", err)
 	}
-	ts := strconv.FormatInt(c.now().Unix(), 10)
+	sent := c.now()
+	ts := strconv.FormatInt(sent.Unix(), 10)
 	nonce := newNonce()
 	sig, err := SignV3(c.key, BuildV3Message(method, hreq.URL.RequestURI(), ts, nonce, body))
 	if err != nil {
-		return 0, nil, nil, &Error{Class: ClassPermanent, Message: "sign request with Config.PrivateKey failed", Err: ErrInvalidConfig}
+		return v3Response{}, &Error{Class: ClassPermanent, Message: "sign request with Config.PrivateKey failed", Err: ErrInvalidConfig}
 	}
 	hreq.Header.Set("Authorization", AuthorizationHeader(mchID, nonce, ts, c.certSerial, sig))
 	hreq.Header.Set("Accept", "application/json")
@@ -302,17 +415,18 @@ func (c *V3Client) do(ctx context.Context, method, rawURL string, body []byte, m
 	}
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		return 0, nil, nil, transportError(err)
+		return v3Response{}, transportError(err)
 	}
+	received := c.now()
 	defer resp.Body.Close()
 	b, err := readBody(resp.Body)
 	if err != nil {
 		e := transportError(err)
 		e.HTTPStatus = resp.StatusCode
 		e.RequestID = resp.Header.Get("Request-ID")
-		return 0, nil, nil, e
+		return v3Response{}, e
 	}
-	return resp.StatusCode, resp.Header, b, nil
+	return v3Response{status: resp.StatusCode, header: resp.Header, body: b, sent: sent, received: received}, nil
 }
 
 // v3Outcomes are the codes that end the order's life. They are acted on
@@ -341,16 +455,43 @@ var apiErrorClasses = map[string]Class{
 	"XML_FORMAT_ERROR":    ClassPermanent,
 }
 
-// interpret turns a received v3 close response into an Outcome or *Error.
+// verdict is what one close answer says, before any confirmation.
+type verdict struct {
+	out Outcome
+	err *Error
+	// claim is the final result an answer that did not verify claimed; err
+	// then wraps ErrUntrustedResponse. Zero otherwise.
+	claim Result
+	// signedAt is the verified Wechatpay-Timestamp, 0 if none verified.
+	signedAt int64
+}
+
+// interpret turns a received v3 close response into an Outcome or *Error,
+// without confirming unverified final answers (Close does that).
 func (c *V3Client) interpret(ctx context.Context, status int, h http.Header, body []byte) (Outcome, error) {
-	reqID := clip(h.Get("Request-ID"), 128)
-	var apiErr struct {
+	v := c.classify(ctx, status, h, body)
+	if v.err != nil {
+		return Outcome{}, v.err
+	}
+	return v.out, nil
+}
+
+// apiError reads a v3 error body {"code","message"}.
+func apiError(body []byte) (code, msg string, ok bool) {
+	var e struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	}
-	hasCode := len(body) > 0 && json.Unmarshal(body, &apiErr) == nil && strings.TrimSpace(apiErr.Code) != ""
-	code := clip(strings.TrimSpace(apiErr.Code), 64)
-	msg := clip(apiErr.Message, 512)
+	if len(body) == 0 || json.Unmarshal(body, &e) != nil || strings.TrimSpace(e.Code) == "" {
+		return "", "", false
+	}
+	return clip(strings.TrimSpace(e.Code), 64), clip(e.Message, 512), true
+}
+
+// classify decides what a v3 close response means.
+func (c *V3Client) classify(ctx context.Context, status int, h http.Header, body []byte) verdict {
+	reqID := clip(h.Get("Request-ID"), 128)
+	code, msg, hasCode := apiError(body)
 
 	newErr := func(class Class, message string, cause error) *Error {
 		e := &Error{Class: class, Code: code, Message: message, HTTPStatus: status, RequestID: reqID, Err: cause}
@@ -360,17 +501,21 @@ func (c *V3Client) interpret(ctx context.Context, status int, h http.Header, bod
 		return e
 	}
 	// verified returns the outcome only if the response is authentic.
-	verified := func(r Result) (Outcome, error) {
-		if err := c.verifyResponse(ctx, h, body); err != nil {
+	verified := func(r Result) verdict {
+		sec, err := c.verifyResponse(ctx, h, body)
+		if err != nil {
 			claim := "success"
 			if code != "" {
 				claim = code
 			} else if r == ResultNotFound {
 				claim = "not found"
 			}
-			return Outcome{}, newErr(ClassRetryable, "response claimed "+claim+" but was not trusted; retry (never treat it as closed)", err)
+			return verdict{claim: r, err: newErr(ClassRetryable, "response claimed "+claim+" but was not trusted; retry (never treat it as closed)", err)}
 		}
-		return Outcome{Result: r, Code: code, Message: msg, HTTPStatus: status, RequestID: reqID}, nil
+		return verdict{out: Outcome{Result: r, Code: code, Message: msg, HTTPStatus: status, RequestID: reqID}, signedAt: sec}
+	}
+	fail := func(class Class, message string, cause error) verdict {
+		return verdict{err: newErr(class, message, cause)}
 	}
 
 	if !hasCode {
@@ -379,14 +524,13 @@ func (c *V3Client) interpret(ctx context.Context, status int, h http.Header, bod
 		case status == http.StatusNoContent:
 			return verified(ResultClosed)
 		case status >= 200 && status < 300:
-			return Outcome{}, newErr(ClassRetryable, fmt.Sprintf("unexpected HTTP %d reply to close (want 204 or a WeChat error code)", status), ErrMalformedResponse)
+			return fail(ClassRetryable, fmt.Sprintf("unexpected HTTP %d reply to close (want 204 or a WeChat error code)", status), ErrMalformedResponse)
 		case status == http.StatusNotFound:
 			return verified(ResultNotFound)
 		case status >= 300 && status < 400:
-			return Outcome{}, newErr(ClassPermanent, fmt.Sprintf("unexpected redirect to %q; check Config.BaseURL", clip(h.Get("Location"), 200)), nil)
+			return fail(ClassPermanent, fmt.Sprintf("unexpected redirect to %q; check Config.BaseURL", redactURL(h.Get("Location"))), nil)
 		}
-		class := classByStatus(status)
-		return Outcome{}, newErr(class, fmt.Sprintf("HTTP %d without a WeChat Pay error code", status), nil)
+		return fail(classByStatus(status), fmt.Sprintf("HTTP %d without a WeChat Pay error code", status), nil)
 	}
 	if r, ok := v3Outcomes[code]; ok {
 		return verified(r)
@@ -395,26 +539,103 @@ func (c *V3Client) interpret(ctx context.Context, status int, h http.Header, bod
 	if !known {
 		switch {
 		case status >= 200 && status < 300:
-			return Outcome{}, newErr(ClassRetryable, "unexpected error code in a 2xx reply: "+msg, ErrMalformedResponse)
+			return fail(ClassRetryable, "unexpected error code in a 2xx reply: "+msg, ErrMalformedResponse)
 		case status >= 300 && status < 400:
 			class = ClassPermanent
 		default:
 			class = classByStatus(status)
 		}
 	}
-	return Outcome{}, newErr(class, msg, nil)
+	return fail(class, msg, nil)
 }
 
-// verifyResponse checks the Wechatpay-* signature of a response. Errors
-// wrap ErrUntrustedResponse and say why, never quoting more than a short
-// prefix of attacker-controlled headers.
-func (c *V3Client) verifyResponse(ctx context.Context, h http.Header, body []byte) error {
-	return verifyWith(h, body, c.now(), func(serial string) *rsa.PublicKey {
-		return c.keyFor(ctx, serial)
+// queryAnswer is the part of a v3 Query Order answer the client uses.
+type queryAnswer struct {
+	MchID          string `json:"mchid"`
+	SpMchID        string `json:"sp_mchid"`
+	SubMchID       string `json:"sub_mchid"`
+	OutTradeNo     string `json:"out_trade_no"`
+	TransactionID  string `json:"transaction_id"`
+	TradeState     string `json:"trade_state"`
+	TradeStateDesc string `json:"trade_state_desc"`
+}
+
+// interpretQuery turns a v3 Query Order response into a QueryResult or
+// *Error. It also returns the verified Wechatpay-Timestamp (0 if none).
+func (c *V3Client) interpretQuery(ctx context.Context, req CloseRequest, status int, h http.Header, body []byte) (QueryResult, int64, *Error) {
+	reqID := clip(h.Get("Request-ID"), 128)
+	code, msg, hasCode := apiError(body)
+	newErr := func(class Class, message string, cause error) *Error {
+		e := &Error{Class: class, Code: code, Message: "Query Order: " + message, HTTPStatus: status, RequestID: reqID, Err: cause}
+		if class != ClassPermanent {
+			e.RetryAfter = parseRetryAfter(h.Get("Retry-After"), c.now())
+		}
+		return e
+	}
+	untrusted := func(what string, err error) *Error {
+		return newErr(ClassRetryable, "answer claimed "+what+" but was not trusted", err)
+	}
+	notFound := (status == http.StatusNotFound && !hasCode) || code == "ORDER_NOT_EXIST" || code == "ORDERNOTEXIST"
+	switch {
+	case status == http.StatusOK && !hasCode:
+		sec, err := c.verifyResponse(ctx, h, body)
+		if err != nil {
+			return QueryResult{}, 0, untrusted("a trade state", err)
+		}
+		var a queryAnswer
+		if json.Unmarshal(body, &a) != nil || a.TradeState == "" {
+			return QueryResult{}, sec, newErr(ClassRetryable, "answer has no trade_state", ErrMalformedResponse)
+		}
+		mch := a.MchID
+		if req.SubMchID != "" {
+			mch = a.SpMchID
+		}
+		if e := checkQueryBinding(req, c.mchID, a.OutTradeNo, a.TransactionID, mch, a.SubMchID); e != "" {
+			return QueryResult{}, sec, newErr(ClassRetryable, e, ErrUntrustedResponse)
+		}
+		return QueryResult{
+			TradeState: clip(a.TradeState, 32), TradeStateDesc: clip(a.TradeStateDesc, 256),
+			OutTradeNo: clip(a.OutTradeNo, 64), TransactionID: clip(a.TransactionID, 64),
+			HTTPStatus: status, RequestID: reqID,
+		}, sec, nil
+	case notFound:
+		sec, err := c.verifyResponse(ctx, h, body)
+		if err != nil {
+			return QueryResult{}, 0, untrusted("the order does not exist", err)
+		}
+		return QueryResult{NotFound: true, Code: code, TradeStateDesc: msg, HTTPStatus: status, RequestID: reqID}, sec, nil
+	case status >= 200 && status < 300:
+		return QueryResult{}, 0, newErr(ClassRetryable, fmt.Sprintf("unexpected HTTP %d reply (want 200 with a trade_state)", status), ErrMalformedResponse)
+	case status >= 300 && status < 400:
+		return QueryResult{}, 0, newErr(ClassPermanent, fmt.Sprintf("unexpected redirect to %q; check Config.BaseURL", redactURL(h.Get("Location"))), nil)
+	case !hasCode:
+		return QueryResult{}, 0, newErr(classByStatus(status), fmt.Sprintf("HTTP %d without a WeChat Pay error code", status), nil)
+	}
+	class, known := apiErrorClasses[code]
+	if !known {
+		class = classByStatus(status)
+	}
+	return QueryResult{}, 0, newErr(class, msg, nil)
+}
+
+// verifyResponse checks the Wechatpay-* signature of a response and returns
+// its timestamp. Errors wrap ErrUntrustedResponse and say why, never quoting
+// more than a short prefix of attacker-controlled headers.
+func (c *V3Client) verifyResponse(ctx context.Context, h http.Header, body []byte) (int64, error) {
+	now := c.now()
+	return verifyWith(h, body, now, func(serial string) (*rsa.PublicKey, string) {
+		return c.keyFor(ctx, serial, now)
 	})
 }
 
-func verifyWith(h http.Header, body []byte, now time.Time, lookup func(string) *rsa.PublicKey) error {
+// maxSkewSeconds is the timestamp window: like the official Go SDK, a
+// response whose timestamp is 300 s or more away from the local clock, in
+// either direction, is refused.
+const maxSkewSeconds = int64(maxClockSkew / time.Second)
+
+// verifyWith checks the Wechatpay-* headers. lookup returns the trusted key
+// for a serial, or nil and why not ("" for an unknown serial).
+func verifyWith(h http.Header, body []byte, now time.Time, lookup func(string) (*rsa.PublicKey, string)) (int64, error) {
 	ts := h.Get("Wechatpay-Timestamp")
 	nonce := h.Get("Wechatpay-Nonce")
 	sig := h.Get("Wechatpay-Signature")
@@ -428,80 +649,95 @@ func verifyWith(h http.Header, body []byte, now time.Time, lookup func(string) *
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: missing %s", ErrUntrustedResponse, strings.Join(missing, ", "))
+		return 0, fmt.Errorf("%w: missing %s", ErrUntrustedResponse, strings.Join(missing, ", "))
 	}
 	if st := h.Get("Wechatpay-Signature-Type"); st != "" && st != AuthScheme {
-		return fmt.Errorf("%w: unsupported Wechatpay-Signature-Type %q", ErrUntrustedResponse, clip(st, 40))
+		return 0, fmt.Errorf("%w: unsupported Wechatpay-Signature-Type %q", ErrUntrustedResponse, clip(st, 40))
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: Wechatpay-Timestamp %q is not Unix seconds", ErrUntrustedResponse, clip(ts, 24))
+		return 0, fmt.Errorf("%w: Wechatpay-Timestamp %q is not Unix seconds", ErrUntrustedResponse, clip(ts, 24))
 	}
-	// Compare in seconds: time.Unix of an absurd value would overflow.
-	skew := now.Unix() - sec
-	if skew > int64(maxClockSkew/time.Second) || skew < -int64(maxClockSkew/time.Second) {
-		return fmt.Errorf("%w: Wechatpay-Timestamp %d is more than 5 minutes from the local clock (%d); check the clock or a replay", ErrUntrustedResponse, sec, now.Unix())
+	// Compare whole seconds, as the official SDK does. Bounds around now
+	// rather than now-sec: that subtraction could overflow for an absurd sec.
+	if n := now.Unix(); sec <= n-maxSkewSeconds || sec >= n+maxSkewSeconds {
+		return 0, fmt.Errorf("%w: Wechatpay-Timestamp %d is 5 minutes or more from the local clock (%d); check the clock or a replay", ErrUntrustedResponse, sec, now.Unix())
 	}
-	pub := lookup(serial)
+	pub, why := lookup(serial)
 	if pub == nil {
-		return fmt.Errorf("%w: unknown Wechatpay-Serial %q (not a configured or downloaded platform certificate, nor Config.PublicKeyID)", ErrUntrustedResponse, clip(serial, 64))
+		if why != "" {
+			return 0, fmt.Errorf("%w: Wechatpay-Serial %q: %s", ErrUntrustedResponse, clip(serial, 64), why)
+		}
+		return 0, fmt.Errorf("%w: unknown Wechatpay-Serial %q (not a configured or downloaded platform certificate, nor Config.PublicKeyID)", ErrUntrustedResponse, clip(serial, 64))
 	}
 	if err := VerifyV3(pub, BuildV3ResponseMessage(ts, nonce, body), sig); err != nil {
-		return fmt.Errorf("%w: %w", ErrUntrustedResponse, err)
+		return 0, fmt.Errorf("%w: %w", ErrUntrustedResponse, err)
 	}
-	return nil
+	return sec, nil
 }
 
 // keyFor finds the key for serial, downloading certificates once more if the
 // serial is unknown: a rotation announces the new serial only in responses.
 // The extra download is rate-limited so that forged serials cannot turn every
 // close into two requests.
-func (c *V3Client) keyFor(ctx context.Context, serial string) *rsa.PublicKey {
-	if k := c.lookup(serial); k != nil {
-		return k
+func (c *V3Client) keyFor(ctx context.Context, serial string, now time.Time) (*rsa.PublicKey, string) {
+	if k, why := c.lookup(serial, now); k != nil || why != "" {
+		return k, why
 	}
 	if c.apiv3Key == nil || strings.HasPrefix(strings.ToUpper(serial), "PUB_KEY_ID_") {
-		return nil
+		return nil, ""
 	}
 	c.mu.Lock()
-	now := c.now()
 	allowed := c.lastUnknown.IsZero() || now.Sub(c.lastUnknown) >= unknownSerialRateLimit || now.Before(c.lastUnknown)
+	// A download that just failed would fail again: one attempt a minute.
+	if c.lastErr != nil && now.Sub(c.lastAttempt) < unknownSerialRateLimit && !now.Before(c.lastAttempt) {
+		allowed = false
+	}
 	if allowed {
 		c.lastUnknown = now
 	}
 	gen := c.gen
 	c.mu.Unlock()
 	if !allowed {
-		return nil
+		return nil, ""
 	}
 	_ = c.refresh(ctx, gen) // a failed download leaves the serial unknown, which is reported
-	return c.lookup(serial)
+	return c.lookup(serial, c.now())
 }
 
-// lookup finds a trusted key without downloading.
-func (c *V3Client) lookup(serial string) *rsa.PublicKey {
+// lookup finds a trusted key valid at now without downloading. A known key
+// outside its validity period is returned as nil with the reason.
+func (c *V3Client) lookup(serial string, now time.Time) (*rsa.PublicKey, string) {
 	n := normalizeSerial(serial)
-	if k, ok := c.static[n]; ok {
-		return k.pub
+	k, ok := c.static[n]
+	if !ok {
+		c.mu.Lock()
+		k, ok = c.downloaded[n]
+		c.mu.Unlock()
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if k, ok := c.downloaded[n]; ok {
-		return k.pub
+	if !ok {
+		return nil, ""
 	}
-	return nil
+	if !k.validAt(now) {
+		return nil, k.invalidReason(now)
+	}
+	return k.pub, ""
 }
 
 // announceSerial picks the Wechatpay-Serial request header: the public key
 // ID when configured (WeChat Pay then signs with that key), otherwise the
-// newest platform certificate held.
+// newest platform certificate held that is valid now.
 func (c *V3Client) announceSerial() string {
 	if c.publicKeyID != "" {
 		return c.publicKeyID
 	}
+	now := c.now()
 	var best trustedKey
 	pick := func(m map[string]trustedKey) {
 		for _, k := range m {
+			if !k.validAt(now) {
+				continue
+			}
 			if best.serial == "" || k.notBefore.After(best.notBefore) ||
 				(k.notBefore.Equal(best.notBefore) && k.serial > best.serial) {
 				best = k
@@ -515,9 +751,22 @@ func (c *V3Client) announceSerial() string {
 	return best.serial
 }
 
+// hasValidKeyLocked reports whether any trusted key is valid at now.
+// c.mu must be held.
+func (c *V3Client) hasValidKeyLocked(now time.Time) bool {
+	for _, m := range []map[string]trustedKey{c.static, c.downloaded} {
+		for _, k := range m {
+			if k.validAt(now) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ensureKeys downloads certificates when they are due. A failed download
-// does not block closes while older keys are held; without any key the
-// error is returned, as nothing could be verified.
+// does not block calls while a valid key is held; without any the error is
+// returned, as nothing could be verified.
 func (c *V3Client) ensureKeys(ctx context.Context) *Error {
 	if c.apiv3Key == nil {
 		return nil
@@ -526,7 +775,7 @@ func (c *V3Client) ensureKeys(ctx context.Context) *Error {
 	now := c.now()
 	due := c.fetchedAt.IsZero() || now.Sub(c.fetchedAt) >= c.refreshEvery || now.Before(c.fetchedAt)
 	backoff := c.lastErr != nil && now.Sub(c.lastAttempt) < unknownSerialRateLimit && !now.Before(c.lastAttempt)
-	haveKeys := len(c.static)+len(c.downloaded) > 0
+	haveKeys := c.hasValidKeyLocked(now)
 	lastErr := c.lastErr
 	gen := c.gen
 	c.mu.Unlock()
@@ -546,7 +795,9 @@ func (c *V3Client) ensureKeys(ctx context.Context) *Error {
 }
 
 // refresh downloads certificates unless another download completed since
-// the caller looked (gen), so concurrent callers share one download.
+// the caller looked (gen), so concurrent callers share one download. A
+// failure not caused by the caller's context is remembered (for the
+// once-a-minute limit) and reported to Hooks.CertificateRefreshFailed.
 func (c *V3Client) refresh(ctx context.Context, gen uint64) *Error {
 	select {
 	case c.sem <- struct{}{}:
@@ -561,15 +812,20 @@ func (c *V3Client) refresh(ctx context.Context, gen uint64) *Error {
 		return nil
 	}
 	certs, err := c.download(ctx)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err != nil {
 		if ctx.Err() == nil { // the caller giving up says nothing about WeChat Pay
+			c.mu.Lock()
 			c.lastAttempt = c.now()
 			c.lastErr = err
+			c.mu.Unlock()
+			if f := c.hooks.CertificateRefreshFailed; f != nil {
+				f(err)
+			}
 		}
 		return err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.downloaded = certs
 	c.gen++
 	c.fetchedAt = c.now()
@@ -577,34 +833,54 @@ func (c *V3Client) refresh(ctx context.Context, gen uint64) *Error {
 	return nil
 }
 
-func (c *V3Client) download(ctx context.Context) (map[string]trustedKey, *Error) {
-	status, h, body, rerr := c.do(ctx, http.MethodGet, c.certsURL, nil, c.mchID)
-	if rerr != nil {
-		rerr.Message = "download platform certificates: " + rerr.Message
-		return nil, rerr
+// downloadError marks err as a certificate download failure.
+func downloadError(e *Error) *Error {
+	if e.Err == nil {
+		e.Err = ErrCertificateDownload
+	} else {
+		e.Err = fmt.Errorf("%w: %w", ErrCertificateDownload, e.Err)
 	}
+	if !strings.HasPrefix(e.Message, "download platform certificates: ") {
+		e.Message = "download platform certificates: " + e.Message
+	}
+	return e
+}
+
+func (c *V3Client) download(ctx context.Context) (map[string]trustedKey, *Error) {
+	resp, rerr := c.do(ctx, http.MethodGet, c.certsURL, nil, c.mchID)
+	if rerr != nil {
+		return nil, downloadError(rerr)
+	}
+	got, sec, err := c.checkDownload(resp)
+	c.reportClock(resp.sent, resp.received, resp.header, sec)
+	if err != nil {
+		return nil, downloadError(err)
+	}
+	return got, nil
+}
+
+// checkDownload decrypts and verifies a certificate list; see V3Client for
+// the trust rules. It returns the verified timestamp (0 if none).
+func (c *V3Client) checkDownload(resp v3Response) (map[string]trustedKey, int64, *Error) {
+	status, h, body := resp.status, resp.header, resp.body
 	reqID := clip(h.Get("Request-ID"), 128)
 	if status != http.StatusOK {
-		var apiErr struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		}
-		_ = json.Unmarshal(body, &apiErr)
-		code := clip(strings.TrimSpace(apiErr.Code), 64)
+		code, msg, _ := apiError(body)
 		class, ok := apiErrorClasses[code]
 		if !ok {
 			class = classByStatus(status)
 		}
-		e := &Error{Class: class, Code: code, HTTPStatus: status, RequestID: reqID,
-			Message: "download platform certificates: " + clip(apiErr.Message, 512)}
+		e := &Error{Class: class, Code: code, HTTPStatus: status, RequestID: reqID, Message: msg}
+		if e.Message == "" {
+			e.Message = fmt.Sprintf("HTTP %d", status)
+		}
 		if class != ClassPermanent {
 			e.RetryAfter = parseRetryAfter(h.Get("Retry-After"), c.now())
 		}
-		return nil, e
+		return nil, 0, e
 	}
 	malformed := func(why string) *Error {
-		return &Error{Class: ClassRetryable, HTTPStatus: status, RequestID: reqID,
-			Message: "download platform certificates: " + why, Err: ErrMalformedResponse}
+		return &Error{Class: ClassRetryable, HTTPStatus: status, RequestID: reqID, Message: why, Err: ErrMalformedResponse}
 	}
 	var payload struct {
 		Data []struct {
@@ -618,49 +894,63 @@ func (c *V3Client) download(ctx context.Context) (map[string]trustedKey, *Error)
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &payload); err != nil {
-		return nil, malformed("body is not the certificate list JSON")
+		return nil, 0, malformed("body is not the certificate list JSON")
 	}
 	if len(payload.Data) == 0 {
-		return nil, malformed("empty certificate list")
+		return nil, 0, malformed("empty certificate list")
 	}
 	got := make(map[string]trustedKey, len(payload.Data))
 	for i, d := range payload.Data {
 		ec := d.EncryptCertificate
 		if ec.Algorithm != "AEAD_AES_256_GCM" {
-			return nil, malformed(fmt.Sprintf("certificate %d uses unsupported algorithm %q", i, clip(ec.Algorithm, 40)))
+			return nil, 0, malformed(fmt.Sprintf("certificate %d uses unsupported algorithm %q", i, clip(ec.Algorithm, 40)))
 		}
 		pemBytes, err := decryptAEADAES256GCM(c.apiv3Key, ec.Nonce, ec.AssociatedData, ec.Ciphertext)
 		if err != nil {
 			if errors.Is(err, errAEADAuth) {
-				return nil, &Error{Class: ClassPermanent, HTTPStatus: status, RequestID: reqID,
+				// Retryable: a wrong key is a configuration problem, but so
+				// is a tampered list, and neither may end a close.
+				return nil, 0, &Error{Class: ClassRetryable, HTTPStatus: status, RequestID: reqID,
 					Message: "Config.APIv3Key does not decrypt the platform certificates; check it on the merchant platform (API security)",
-					Err:     ErrInvalidConfig}
+					Err:     ErrCertificateDecrypt}
 			}
-			return nil, malformed(fmt.Sprintf("certificate %d: %v", i, err))
+			return nil, 0, malformed(fmt.Sprintf("certificate %d: %v", i, err))
 		}
 		certs, err := LoadCertificates(pemBytes)
 		if err != nil {
-			return nil, malformed(fmt.Sprintf("certificate %d: %v", i, err))
+			return nil, 0, malformed(fmt.Sprintf("certificate %d: %v", i, err))
 		}
 		cert := certs[0]
 		serial := CertificateSerial(cert)
 		if d.SerialNo != "" && normalizeSerial(d.SerialNo) != normalizeSerial(serial) {
-			return nil, malformed(fmt.Sprintf("certificate %d: serial_no %q does not match the certificate (%s)", i, clip(d.SerialNo, 64), serial))
+			return nil, 0, malformed(fmt.Sprintf("certificate %d: serial_no %q does not match the certificate (%s)", i, clip(d.SerialNo, 64), serial))
 		}
-		got[normalizeSerial(serial)] = trustedKey{serial: serial, pub: cert.PublicKey.(*rsa.PublicKey), notBefore: cert.NotBefore}
+		got[normalizeSerial(serial)] = trustedKey{serial: serial, pub: cert.PublicKey.(*rsa.PublicKey), notBefore: cert.NotBefore, notAfter: cert.NotAfter}
 	}
-	verr := verifyWith(h, body, c.now(), func(serial string) *rsa.PublicKey {
-		n := normalizeSerial(serial)
-		if k, ok := got[n]; ok {
-			return k.pub
+	now := c.now()
+	c.mu.Lock()
+	bootstrap := len(c.static) == 0 && !c.hasValidKeyLocked(now)
+	c.mu.Unlock()
+	sec, verr := verifyWith(h, body, now, func(serial string) (*rsa.PublicKey, string) {
+		if k, why := c.lookup(serial, now); k != nil || why != "" {
+			return k, why
 		}
-		return c.lookup(n)
+		k, ok := got[normalizeSerial(serial)]
+		switch {
+		case !ok:
+			return nil, ""
+		case !bootstrap:
+			return nil, "is only vouched for by this download itself; a certificate list must be signed by a key already trusted (Config.PlatformCerts, Config.PublicKey or an earlier verified download)"
+		case !k.validAt(now):
+			return nil, k.invalidReason(now)
+		}
+		return k.pub, ""
 	})
 	if verr != nil {
-		return nil, &Error{Class: ClassRetryable, HTTPStatus: status, RequestID: reqID,
-			Message: "download platform certificates: response not trusted", Err: verr}
+		return nil, 0, &Error{Class: ClassRetryable, HTTPStatus: status, RequestID: reqID,
+			Message: "response not trusted", Err: verr}
 	}
-	return got, nil
+	return got, sec, nil
 }
 
 // clip shortens s to at most n bytes on a rune boundary. WeChat messages and

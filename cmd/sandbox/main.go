@@ -8,6 +8,11 @@
 //
 //	sandbox -addr 127.0.0.1:8090 -keys-dir ./sandbox-keys -unknown-orders create
 //
+// -unsigned-final-answers makes it send the close answers that end a close
+// without a signature (Query Order answers stay signed), to test that a
+// worker settles them with a signed query; POST /sandbox/settings
+// {"unsigned_final_answers":true|false} changes it while it runs.
+//
 // It never talks to the real WeChat Pay and its keys must never be used
 // with it.
 package main
@@ -55,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		minAge    = fs.Duration("min-close-age", 0, "refuse closes earlier than this after order creation (default 5m)")
 		seed      = fs.Int64("seed", 0, "seed for the fault rates (default: time-based)")
 		slowDelay = fs.Duration("slow-delay", 0, "delay of slow faults (default 35s)")
+		unsigned  = fs.Bool("unsigned-final-answers", false, "send close answers that end a close (204, ORDERCLOSED, ORDERPAID, not found) without a signature, Query Order answers signed; change at run time with POST /sandbox/settings")
+		cacheSigs = fs.Bool("cache-response-signatures", false, "reuse a v3 response signature for an identical reply for up to a second (for benchmarks; requests are still verified)")
 		rates     sandbox.Rates
 	)
 	fs.Float64Var(&rates.SystemError, "rate-system-error", 0, "probability of a 500 SYSTEM_ERROR per close")
@@ -88,13 +95,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger := log.New(stderr, "", log.LstdFlags)
 	s, err := sandbox.New(sandbox.Options{
-		MinCloseAge:         *minAge,
-		UnknownOrders:       policy,
-		SignWithPublicKeyID: *pubKeyID,
-		Rates:               rates,
-		Seed:                *seed,
-		Credentials:         creds,
-		Logf:                logger.Printf,
+		MinCloseAge:             *minAge,
+		UnknownOrders:           policy,
+		SignWithPublicKeyID:     *pubKeyID,
+		UnsignedFinalAnswers:    *unsigned,
+		CacheResponseSignatures: *cacheSigs,
+		Rates:                   rates,
+		Seed:                    *seed,
+		Credentials:             creds,
+		Logf:                    logger.Printf,
 	})
 	if err != nil {
 		return err
@@ -111,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "sandbox listening on http://%s\n", ln.Addr())
 	fmt.Fprintf(stdout, "keys %s in %s (worker variables: %s)\n", how, dir, filepath.Join(dir, "sandbox.env"))
 	fmt.Fprintf(stdout, "merchant %s, merchant cert serial %s, platform cert serial %s\n", creds.MchID, creds.MerchantCertSerial, creds.PlatformCertSerial)
+	if *unsigned {
+		fmt.Fprintln(stdout, "close answers that end a close are sent unsigned (-unsigned-final-answers)")
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

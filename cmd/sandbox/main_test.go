@@ -75,3 +75,33 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestRunUnsignedFinalAnswersFlag(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	url, _, stop := start(t, "-keys-dir", dir, "-unsigned-final-answers", "-cache-response-signatures")
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	get := func() string {
+		resp, err := http.Get(url + "/sandbox/settings")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if s := get(); !strings.Contains(s, `"unsigned_final_answers":true`) {
+		t.Fatalf("settings %s, want unsigned final answers on", s)
+	}
+	resp, err := http.Post(url+"/sandbox/settings", "application/json", strings.NewReader(`{"unsigned_final_answers":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if s := get(); !strings.Contains(s, `"unsigned_final_answers":false`) {
+		t.Fatalf("settings %s after switching off", s)
+	}
+}

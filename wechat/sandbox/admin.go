@@ -17,6 +17,9 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /sandbox/orders", s.adminAddOrder)
 	mux.HandleFunc("GET /sandbox/orders/{no}", s.adminGetOrder)
 	mux.HandleFunc("POST /sandbox/orders/{no}/script", s.adminScript)
+	mux.HandleFunc("POST /sandbox/orders/{no}/query-script", s.adminQueryScript)
+	mux.HandleFunc("GET /sandbox/settings", s.adminGetSettings)
+	mux.HandleFunc("POST /sandbox/settings", s.adminSetSettings)
 	mux.HandleFunc("GET /sandbox/calls", s.adminCalls)
 	mux.HandleFunc("POST /sandbox/platform-cert/rotate", s.adminRotate)
 }
@@ -145,6 +148,17 @@ func (j stepJSON) step(i int) (Step, error) {
 
 // adminScript: POST /sandbox/orders/{order_no}/script [step, ...].
 func (s *Server) adminScript(w http.ResponseWriter, r *http.Request) {
+	s.adminSteps(w, r, s.Script)
+}
+
+// adminQueryScript: POST /sandbox/orders/{order_no}/query-script
+// [step, ...], steps for Query Order calls (see ScriptQuery); for example
+// [{"signature":"bad"}] forges the next answer.
+func (s *Server) adminQueryScript(w http.ResponseWriter, r *http.Request) {
+	s.adminSteps(w, r, s.ScriptQuery)
+}
+
+func (s *Server) adminSteps(w http.ResponseWriter, r *http.Request, queue func(string, ...Step)) {
 	var js []stepJSON
 	if err := decodeStrict(r, &js); err != nil {
 		adminError(w, http.StatusBadRequest, "%v (want a JSON list of steps)", err)
@@ -159,8 +173,38 @@ func (s *Server) adminScript(w http.ResponseWriter, r *http.Request) {
 		}
 		steps = append(steps, st)
 	}
-	s.Script(r.PathValue("no"), steps...)
+	queue(r.PathValue("no"), steps...)
 	writeJSON(w, http.StatusOK, map[string]int{"queued": len(steps)})
+}
+
+// settingsJSON is the admin representation of the settings that can change
+// at run time. A field left out of a POST is left unchanged.
+type settingsJSON struct {
+	UnsignedFinalAnswers *bool `json:"unsigned_final_answers,omitempty"`
+}
+
+func (s *Server) settings() settingsJSON {
+	u := s.UnsignedFinalAnswers()
+	return settingsJSON{UnsignedFinalAnswers: &u}
+}
+
+// adminGetSettings: GET /sandbox/settings.
+func (s *Server) adminGetSettings(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.settings())
+}
+
+// adminSetSettings: POST /sandbox/settings {"unsigned_final_answers":true};
+// replies with the settings now in force.
+func (s *Server) adminSetSettings(w http.ResponseWriter, r *http.Request) {
+	var j settingsJSON
+	if err := decodeStrict(r, &j); err != nil {
+		adminError(w, http.StatusBadRequest, "%v (want {\"unsigned_final_answers\": true|false})", err)
+		return
+	}
+	if j.UnsignedFinalAnswers != nil {
+		s.SetUnsignedFinalAnswers(*j.UnsignedFinalAnswers)
+	}
+	writeJSON(w, http.StatusOK, s.settings())
 }
 
 // adminCalls: GET /sandbox/calls.

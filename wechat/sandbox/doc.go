@@ -1,7 +1,7 @@
 // Package sandbox is a WeChat Pay look-alike for tests and local development
-// of wxclose. It serves the Close Order endpoints of API v3 (global and
-// legacy HK paths) and API v2, and the v3 platform certificate download,
-// over plain HTTP.
+// of wxclose. It serves the Close Order and Query Order endpoints of API v3
+// (global and legacy HK paths) and API v2, and the v3 platform certificate
+// download, over plain HTTP.
 //
 // Its whole value as a test double is that it checks requests as strictly as
 // WeChat Pay does: the v3 Authorization header (scheme, merchant id,
@@ -22,8 +22,13 @@
 //
 // Tests drive it with httptest.NewServer(s.Handler()); other processes use
 // the cmd/sandbox binary and the admin endpoints under /sandbox/.
-// Behaviour can be scripted per order (Server.Script) or made flaky at random
-// (Options.Rates).
+// Behaviour can be scripted per order (Server.Script for closes,
+// Server.ScriptQuery for Query Order) or made flaky at random
+// (Options.Rates). Options.UnsignedFinalAnswers sends the close answers that
+// end a close unsigned while queries stay signed; Server.ImpersonatePlatform
+// plays an attacker who knows the APIv3 key but not the platform key; and
+// Options.CacheResponseSignatures lets benchmarks skip most of the
+// sandbox's RSA signing.
 //
 // Keys are generated fresh (RSA-2048, self-signed certificates) unless
 // Options.Credentials supplies keys from an earlier run; Credentials.WriteFiles

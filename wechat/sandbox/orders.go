@@ -209,11 +209,41 @@ func (s *Server) applyClose(q closeReq) closeResult {
 	return resClosed
 }
 
-// Call is one request that reached a close or certificates endpoint.
+// queryOrder looks up the order a Query Order call names, without changing
+// it: found is false for an unknown order (never created, whatever
+// Options.UnknownOrders says), noAuth true when it belongs to another
+// merchant.
+func (s *Server) queryOrder(q closeReq) (o Order, found, noAuth bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.findLocked(q)
+	if p == nil {
+		return Order{}, false, false
+	}
+	if p.MchID != q.mchid || (p.SubMchID != "" && p.SubMchID != q.subMch) {
+		return Order{}, true, true
+	}
+	return *p, true, false
+}
+
+// tradeState is the Query Order trade_state of an order state, and its
+// trade_state_desc.
+func tradeState(st State) (string, string) {
+	switch st {
+	case StatePaid:
+		return "SUCCESS", "支付成功 (paid)"
+	case StateClosed:
+		return "CLOSED", "已关闭 (closed)"
+	}
+	return "NOTPAY", "未支付 (not paid)"
+}
+
+// Call is one request that reached a close, query or certificates endpoint.
 type Call struct {
 	// At is the sandbox clock when the request arrived.
 	At time.Time `json:"at"`
-	// API is "v3", "v2" or "certificates".
+	// API is "v3" or "v2" for a close, "v3_query" or "v2_query" for a
+	// Query Order call, or "certificates".
 	API string `json:"api"`
 	// Path is the request path.
 	Path string `json:"path"`
@@ -233,9 +263,15 @@ type Call struct {
 	// for a v2 return_code failure); empty for success.
 	Code string `json:"code,omitempty"`
 	// Outcome is one of "closed", "already_closed", "paid", "not_found",
-	// "early", "auth_failed", "scripted", "fault", "bad_request", or "ok"
-	// for a certificate download.
+	// "early", "auth_failed", "scripted", "fault", "bad_request", "ok" for a
+	// certificate download, or "queried" for a Query Order call answered
+	// with a trade state.
 	Outcome string `json:"outcome"`
+	// TradeState is the trade_state a Query Order call answered, if any.
+	TradeState string `json:"trade_state,omitempty"`
+	// Unsigned is true when the reply was sent without a signature because
+	// of Options.UnsignedFinalAnswers.
+	Unsigned bool `json:"unsigned,omitempty"`
 	// Early is true if the close came before CreatedAt+MinCloseAge and was
 	// refused.
 	Early bool `json:"early,omitempty"`
@@ -263,7 +299,8 @@ func (s *Server) Calls() []Call {
 }
 
 // CallsFor returns the recorded calls that named orderNo as out_trade_no or
-// transaction_id, oldest first.
+// transaction_id, oldest first: closes and Query Order calls (API
+// "v3_query", "v2_query") alike.
 func (s *Server) CallsFor(orderNo string) []Call {
 	s.mu.Lock()
 	defer s.mu.Unlock()

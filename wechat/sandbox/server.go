@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -8,7 +9,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -122,6 +126,15 @@ type Options struct {
 	// RSA signing. Requests are still verified. If false, every response is
 	// signed afresh.
 	CacheResponseSignatures bool
+	// UnsignedFinalAnswers sends the close answers that end a close (v3:
+	// 204, ORDERCLOSED, ORDERPAID, ORDER_NOT_EXIST; v2: result SUCCESS,
+	// ORDERCLOSED, ORDERPAID, ORDERNOTEXIST) without a signature (v3: no
+	// Wechatpay-* headers; v2: no sign), as WeChat Pay might, while Query
+	// Order answers stay signed. It tests that a client settles such answers
+	// with a signed query instead of retrying forever. It can be changed at
+	// run time with SetUnsignedFinalAnswers or POST /sandbox/settings. If
+	// false, final answers are signed.
+	UnsignedFinalAnswers bool
 	// Logf, if set, receives one line per recorded call. Secrets are never
 	// passed to it.
 	Logf func(format string, args ...any)
@@ -133,6 +146,7 @@ type platformKey struct {
 	cert    *x509.Certificate
 	certPEM []byte
 	serial  string
+	foreign bool // supplied by ImpersonatePlatform
 }
 
 // Server is a sandbox instance. It is safe for concurrent use; create it
@@ -147,15 +161,22 @@ type Server struct {
 	apiV3Key       string
 	handler        http.Handler
 
+	unsignedFinal atomic.Bool
+	sigCache      sigCache
+
 	mu        sync.Mutex
 	creds     Credentials    // current; platform fields change on rotation
 	platforms []*platformKey // oldest first; the last one signs
 	byOutNo   map[string]*Order
 	byTxID    map[string]*Order
 	scripts   map[string][]Step
+	qscripts  map[string][]Step // Query Order steps
 	calls     []Call
-	early     int
-	rng       *rand.Rand
+	// impersonating: ImpersonatePlatform replaced the platform key, and
+	// every response, the certificate list included, is signed with it.
+	impersonating bool
+	early         int
+	rng           *rand.Rand
 }
 
 // New returns a sandbox configured by opts. It fails if opts or
@@ -221,14 +242,27 @@ func New(opts Options) (*Server, error) {
 			key: p.platformKey, cert: p.platformCert,
 			certPEM: creds.PlatformCertPEM, serial: creds.PlatformCertSerial,
 		}},
-		byOutNo: map[string]*Order{},
-		byTxID:  map[string]*Order{},
-		scripts: map[string][]Step{},
-		rng:     rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed)),
+		byOutNo:  map[string]*Order{},
+		byTxID:   map[string]*Order{},
+		scripts:  map[string][]Step{},
+		qscripts: map[string][]Step{},
+		rng:      rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed)),
 	}
+	s.unsignedFinal.Store(opts.UnsignedFinalAnswers)
 	s.handler = s.routes()
 	return s, nil
 }
+
+// SetUnsignedFinalAnswers turns Options.UnsignedFinalAnswers on or off for
+// later calls.
+func (s *Server) SetUnsignedFinalAnswers(on bool) {
+	s.unsignedFinal.Store(on)
+	s.logf("sandbox: unsigned final answers %v", on)
+}
+
+// UnsignedFinalAnswers reports whether final close answers are sent
+// unsigned (see Options.UnsignedFinalAnswers).
+func (s *Server) UnsignedFinalAnswers() bool { return s.unsignedFinal.Load() }
 
 // Handler returns the HTTP handler serving the WeChat Pay endpoints and the
 // admin endpoints. Serve it with httptest.NewServer or an http.Server.
@@ -261,6 +295,10 @@ func (s *Server) RotatePlatformCert() (serial string, err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A genuine rotation ends an impersonation: WeChat Pay never lists the
+	// impostor's certificate.
+	s.platforms = slices.DeleteFunc(s.platforms, func(p *platformKey) bool { return p.foreign })
+	s.impersonating = false
 	s.platforms = append(s.platforms, &platformKey{key: key, cert: cert, certPEM: certPEM, serial: serial})
 	s.creds.PlatformKeyPEM = keyPEM
 	s.creds.PlatformCertPEM = certPEM
@@ -269,20 +307,110 @@ func (s *Server) RotatePlatformCert() (serial string, err error) {
 	return serial, nil
 }
 
+// ImpersonatePlatform plays an attacker who knows the APIv3 key but not
+// WeChat Pay's platform key: from now on the certificate list also carries
+// certPEM (encrypted with the APIv3 key, so it decrypts like a genuine
+// one), and every response, the certificate list included, is signed with
+// keyPEM (PKCS#8) under the certificate's serial, whatever the request's
+// Wechatpay-Serial. certPEM may be anything, for example self-signed,
+// expired or not yet valid. Credentials are unchanged; RotatePlatformCert
+// ends the impersonation. It returns the certificate's serial.
+func (s *Server) ImpersonatePlatform(keyPEM, certPEM []byte) (serial string, err error) {
+	key, err := parsePrivateKey(keyPEM, "impersonating key")
+	if err != nil {
+		return "", err
+	}
+	cert, err := parseCert(certPEM, "impersonating certificate")
+	if err != nil {
+		return "", err
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return "", errors.New("sandbox: ImpersonatePlatform: the certificate does not belong to the key")
+	}
+	serial = serialHex(cert.SerialNumber)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.platforms = append(s.platforms, &platformKey{key: key, cert: cert, certPEM: bytes.Clone(certPEM), serial: serial, foreign: true})
+	s.impersonating = true
+	s.logf("sandbox: impersonating the platform with certificate %s", serial)
+	return serial, nil
+}
+
 // signingKey returns the key that signs responses now and the serial to
 // announce in Wechatpay-Serial.
 func (s *Server) signingKey() (*rsa.PrivateKey, string) {
-	if s.opts.SignWithPublicKeyID {
-		return s.pubKey, s.pubKeyID
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.opts.SignWithPublicKeyID && !s.impersonating {
+		return s.pubKey, s.pubKeyID
+	}
 	p := s.platforms[len(s.platforms)-1]
 	return p.key, p.serial
+}
+
+// listSigningKey returns the key that signs the certificate list: the one
+// the request's Wechatpay-Serial names, when the sandbox holds it, else the
+// current one. A client thereby learns a rotated certificate from a list
+// signed by a key it already trusts, as WeChat Pay's 24-hour overlap (a new
+// certificate is listed a day before it signs anything) allows. An
+// impersonator signs with its own key whatever is asked.
+func (s *Server) listSigningKey(announced string) (*rsa.PrivateKey, string) {
+	s.mu.Lock()
+	imp := s.impersonating
+	var named *platformKey
+	for _, p := range s.platforms {
+		if announced != "" && strings.EqualFold(strings.TrimLeft(p.serial, "0"), strings.TrimLeft(announced, "0")) {
+			named = p
+		}
+	}
+	s.mu.Unlock()
+	switch {
+	case imp:
+	case named != nil:
+		return named.key, named.serial
+	case announced != "" && announced == s.pubKeyID && s.pubKey != nil:
+		return s.pubKey, s.pubKeyID
+	}
+	return s.signingKey()
 }
 
 func (s *Server) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
 	}
+}
+
+// sigCache remembers v3 response signatures for Options.CacheResponseSignatures.
+type sigCache struct {
+	mu sync.Mutex
+	m  map[string]cachedSig
+}
+
+type cachedSig struct {
+	at                   time.Time
+	ts, nonce, signature string
+}
+
+// maxCachedSigs bounds the cache; when it is full it starts over.
+const maxCachedSigs = 4096
+
+// get returns the signature cached under key if it is less than a second
+// old at now.
+func (c *sigCache) get(key string, now time.Time) (cachedSig, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || now.Before(e.at) || now.Sub(e.at) >= time.Second {
+		return cachedSig{}, false
+	}
+	return e, true
+}
+
+func (c *sigCache) put(key string, e cachedSig) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedSigs {
+		c.m = make(map[string]cachedSig)
+	}
+	c.m[key] = e
 }

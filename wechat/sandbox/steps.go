@@ -127,26 +127,58 @@ func (s *Server) Script(orderNo string, steps ...Step) {
 	s.scripts[orderNo] = append(s.scripts[orderNo], steps...)
 }
 
+// ScriptQuery queues steps for the next Query Order calls of orderNo, as
+// Script does for closes: a Step with Signature SigBad gives a forged
+// (badly signed) answer, one with a Status and Code a WeChat error, a zero
+// Step the normal answer. Query Order calls never consume close steps, and
+// random faults (Options.Rates) never apply to them.
+func (s *Server) ScriptQuery(orderNo string, steps ...Step) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.qscripts[orderNo] = append(s.qscripts[orderNo], steps...)
+}
+
+// nextQueryStep pops the next scripted Query Order step for q, or returns
+// the zero Step (normal behaviour).
+func (s *Server) nextQueryStep(q closeReq) Step {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, _ := popStep(s.qscripts, s.queryKeys(q))
+	return st
+}
+
+func (s *Server) queryKeys(q closeReq) []string {
+	keys := []string{q.orderNo}
+	if o := s.findLocked(q); o != nil {
+		keys = append(keys, o.OutTradeNo, o.TransactionID)
+	}
+	return keys
+}
+
+// popStep removes and returns the first step queued under any of keys, and
+// whether there was one.
+func popStep(scripts map[string][]Step, keys []string) (Step, bool) {
+	for _, k := range keys {
+		if queue := scripts[k]; k != "" && len(queue) > 0 {
+			if len(queue) == 1 {
+				delete(scripts, k)
+			} else {
+				scripts[k] = queue[1:]
+			}
+			return queue[0], true
+		}
+	}
+	return Step{}, false
+}
+
 // nextStep pops the next scripted step for the order a call names (by the
 // number in the call, then by the order's other number), or draws a random
 // fault (fault is then true). The zero Step means normal behaviour.
 func (s *Server) nextStep(q closeReq) (st Step, fault bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := []string{q.orderNo}
-	if o := s.findLocked(q); o != nil {
-		keys = append(keys, o.OutTradeNo, o.TransactionID)
-	}
-	for _, k := range keys {
-		if queue := s.scripts[k]; k != "" && len(queue) > 0 {
-			st = queue[0]
-			if len(queue) == 1 {
-				delete(s.scripts, k)
-			} else {
-				s.scripts[k] = queue[1:]
-			}
-			return st, false
-		}
+	if st, ok := popStep(s.scripts, s.queryKeys(q)); ok {
+		return st, false
 	}
 	r := s.opts.Rates
 	x := s.rng.Float64()

@@ -121,6 +121,7 @@ type v2Reply struct {
 	body        []byte
 	contentType string
 	code        string // recorded in Call.Code
+	tradeState  string // recorded in Call.TradeState
 }
 
 // v2Fail is a communication-level failure: return_code FAIL, unsigned.
@@ -136,6 +137,7 @@ func v2Fail(msg string) v2Reply {
 func (s *Server) finishV2(w http.ResponseWriter, r *http.Request, call Call, rep v2Reply, outcome string, delay time.Duration, retryAfter time.Duration) {
 	call.Outcome = outcome
 	call.Code = rep.code
+	call.TradeState = rep.tradeState
 	if !wait(r.Context(), delay) {
 		call.Status = 0
 		s.record(call)
@@ -151,29 +153,36 @@ func (s *Server) finishV2(w http.ResponseWriter, r *http.Request, call Call, rep
 	s.record(call)
 }
 
-// v2Close serves POST /pay/closeorder.
-func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
-	call := s.newCall("v2", r)
-	fail := func(msg, outcome string) { s.finishV2(w, r, call, v2Fail(msg), outcome, 0, 0) }
+// admitV2 does what WeChat Pay does before looking at a v2 request (api is
+// "closeorder" or "orderquery"): check the method, parse the XML, check the
+// required fields, the merchant, the sign and the app id. When it fails it
+// has already replied and recorded the call.
+func (s *Server) admitV2(w http.ResponseWriter, r *http.Request, call *Call, api string) (map[string]string, string, bool) {
+	fail := func(msg, outcome string) (map[string]string, string, bool) {
+		s.finishV2(w, r, *call, v2Fail(msg), outcome, 0, 0)
+		return nil, "", false
+	}
 	if r.Method != http.MethodPost {
-		fail("REQUIRE_POST_METHOD: closeorder requires POST", "bad_request")
-		return
+		return fail("REQUIRE_POST_METHOD: "+api+" requires POST", "bad_request")
 	}
 	body, err := readBody(r)
 	if err != nil {
-		fail("XML_FORMAT_ERROR: "+err.Error(), "bad_request")
-		return
+		return fail("XML_FORMAT_ERROR: "+err.Error(), "bad_request")
 	}
 	f, err := parseV2XML(body)
 	if err != nil {
-		fail("XML_FORMAT_ERROR: XML格式错误: "+err.Error(), "bad_request")
-		return
+		return fail("XML_FORMAT_ERROR: XML格式错误: "+err.Error(), "bad_request")
 	}
-	call.MchID, call.SubMchID, call.OutTradeNo = f["mch_id"], f["sub_mch_id"], f["out_trade_no"]
-	for _, k := range []string{"appid", "mch_id", "out_trade_no", "nonce_str", "sign"} {
+	call.MchID, call.SubMchID, call.OutTradeNo, call.TransactionID = f["mch_id"], f["sub_mch_id"], f["out_trade_no"], f["transaction_id"]
+	required := []string{"appid", "mch_id", "nonce_str", "sign"}
+	if api == "closeorder" {
+		required = append(required, "out_trade_no")
+	} else if f["out_trade_no"] == "" && f["transaction_id"] == "" {
+		return fail("缺少参数 out_trade_no 或 transaction_id (out_trade_no or transaction_id is required)", "bad_request")
+	}
+	for _, k := range required {
 		if f[k] == "" {
-			fail("缺少参数 "+k+" (required field "+k+" is missing or empty)", "bad_request")
-			return
+			return fail("缺少参数 "+k+" (required field "+k+" is missing or empty)", "bad_request")
 		}
 	}
 	signType := f["sign_type"]
@@ -181,28 +190,34 @@ func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
 		signType = signTypeMD5 // WeChat Pay's documented default
 	}
 	if signType != signTypeMD5 && signType != signTypeHMACSHA256 {
-		fail("sign_type must be MD5 or HMAC-SHA256", "bad_request")
-		return
+		return fail("sign_type must be MD5 or HMAC-SHA256", "bad_request")
 	}
 	if f["mch_id"] != s.opts.MchID {
-		fail("mch_id "+f["mch_id"]+" is not a merchant of this sandbox", "auth_failed")
-		return
+		return fail("mch_id "+f["mch_id"]+" is not a merchant of this sandbox", "auth_failed")
 	}
 	want, _ := v2Sign(f, s.apiKey, signType)
 	if !hmac.Equal([]byte(want), []byte(f["sign"])) {
-		fail("签名错误", "auth_failed")
-		return
+		return fail("签名错误", "auth_failed")
 	}
 	if f["appid"] != s.opts.AppID {
-		fail("appid和mch_id不匹配 (appid does not belong to mch_id)", "auth_failed")
-		return
+		return fail("appid和mch_id不匹配 (appid does not belong to mch_id)", "auth_failed")
 	}
 	if len(f["nonce_str"]) > 32 {
-		fail("nonce_str must be at most 32 characters", "bad_request")
-		return
+		return fail("nonce_str must be at most 32 characters", "bad_request")
 	}
-	if !validOrderNo(f["out_trade_no"]) {
-		fail("out_trade_no must be 1 to 32 characters of digits, letters and _-|*@", "bad_request")
+	for _, k := range []string{"out_trade_no", "transaction_id"} {
+		if v, ok := f[k]; ok && !validOrderNo(v) {
+			return fail(k+" must be 1 to 32 characters of digits, letters and _-|*@", "bad_request")
+		}
+	}
+	return f, signType, true
+}
+
+// v2Close serves POST /pay/closeorder.
+func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
+	call := s.newCall("v2", r)
+	f, signType, ok := s.admitV2(w, r, &call, "closeorder")
+	if !ok {
 		return
 	}
 	q := closeReq{orderNo: f["out_trade_no"], mchid: f["mch_id"], subMch: f["sub_mch_id"]}
@@ -213,6 +228,19 @@ func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
 	}
 	var rep v2Reply
 	var outcome string
+	// final says whether a reply with this err_code ends a close, and so
+	// is sent unsigned under Options.UnsignedFinalAnswers.
+	sig := st.Signature
+	final := func(code string) SignatureFault {
+		switch code {
+		case "", "ORDERCLOSED", "ORDERPAID", "ORDERNOTEXIST":
+			if sig == SigValid && s.unsignedFinal.Load() {
+				call.Unsigned = true
+				return SigMissing
+			}
+		}
+		return sig
+	}
 	switch {
 	case st.Malformed:
 		rep = v2Reply{status: http.StatusOK, body: []byte("<xml><return_code><![CDATA[SUCC"), contentType: "text/xml; charset=utf-8", code: st.Code}
@@ -225,12 +253,13 @@ func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
 		if msg == "" {
 			msg = "sandbox scripted error " + st.Code
 		}
-		rep = s.v2Result(f, signType, v2Code(st.Code), msg, st.Signature)
+		code := v2Code(st.Code)
+		rep = s.v2Result(f, signType, code, msg, final(code), nil)
 		outcome = tag
 	default:
 		res := s.applyClose(q)
 		code, msg := v2ResultCode(res, s.opts.MinCloseAge)
-		rep = s.v2Result(f, signType, code, msg, st.Signature)
+		rep = s.v2Result(f, signType, code, msg, final(code), nil)
 		outcome = res.outcome()
 		call.Early = res == resEarly
 	}
@@ -257,8 +286,9 @@ func v2ResultCode(res closeResult, minAge time.Duration) (string, string) {
 }
 
 // v2Result builds a return_code=SUCCESS reply, signed with the request's
-// sign type unless sig says otherwise. An empty errCode means result SUCCESS.
-func (s *Server) v2Result(req map[string]string, signType, errCode, errDes string, sig SignatureFault) v2Reply {
+// sign type unless sig says otherwise. An empty errCode means result
+// SUCCESS; extra fields follow the standard ones.
+func (s *Server) v2Result(req map[string]string, signType, errCode, errDes string, sig SignatureFault, extra []kv) v2Reply {
 	result, resultMsg := "SUCCESS", "OK"
 	if errCode != "" {
 		result, resultMsg = "FAIL", errDes
@@ -276,6 +306,7 @@ func (s *Server) v2Result(req map[string]string, signType, errCode, errDes strin
 		{"err_code", errCode},
 		{"err_code_des", errDes},
 	}
+	fields = append(fields, extra...)
 	if sig != SigMissing {
 		m := make(map[string]string, len(fields))
 		for _, f := range fields {
