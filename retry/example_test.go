@@ -37,3 +37,14 @@ func ExamplePostponeUntil() {
 	}
 	_ = asynq.HandlerFunc(handler)
 }
+
+// ExampleSnooze shows a handler that was told to slow down: it snoozes for
+// the server's hint (or retry's short jittered pause without one), and the
+// attempt does not spend a retry.
+func ExampleSnooze() {
+	handler := func(ctx context.Context, t *asynq.Task) error {
+		var retryAfter time.Duration // from the rate-limited answer, 0 if none
+		return retry.Snooze(retryAfter, "rate limited", nil)
+	}
+	_ = asynq.HandlerFunc(handler)
+}

@@ -23,11 +23,16 @@
 //		},
 //	}
 //
-// Errors that do not count as failures (a Postpone, a rate-limited WeChat
-// response) still go through asynq's retry path. Note that asynq v0.26.0
-// checks the budget before IsFailure: once a task has used all its retries
-// (Retried == MaxRetry), any error on its last attempt archives it, even one
-// for which IsFailure reports false.
+// The handler decides; this package only turns its decision into a delay. It
+// knows two kinds of error: a *Postpone (run again later, no retry spent:
+// an early start, a rate-limited answer, a possible early close) and
+// anything else (a failure: back off by the attempt number). It knows
+// nothing about WeChat Pay.
+//
+// A *Postpone does not count as a failure but still goes through asynq's
+// retry path. Note that asynq v0.26.0 checks the budget before IsFailure:
+// once a task has used all its retries (Retried == MaxRetry), any error on
+// its last attempt archives it, even one for which IsFailure reports false.
 package retry
 
 import (
@@ -37,8 +42,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-
-	"github.com/wxclose/wxclose/wechat"
 )
 
 // Defaults used for the zero values of Policy's fields.
@@ -172,16 +175,31 @@ func (p Policy) Backoff(n int) time.Duration {
 	return min(b.NextBackOff(), p.Max)
 }
 
-// Postpone is the error a handler returns when a task ran before it was
-// allowed to: WeChat Pay must not be asked to close an order earlier than
-// its creation plus 5 minutes, and asynq can start a task up to a second
-// early. It is not a failure (see IsFailure) and Delay schedules the task for
-// Until.
+// Postpone is the error a handler returns to have a task run again later
+// without spending its retry budget, as river's JobSnooze does: the task ran
+// before it was allowed to (WeChat Pay must not be asked to close an order
+// before creation + 5 minutes or the merchant's deadline), or WeChat Pay asked
+// the caller to slow down, or an answer might mean "too early". It is not a
+// failure (see IsFailure); Delay turns it into the wait.
+//
+// Until is a floor: a task is never scheduled before it. After is advice: a
+// wait that Delay caps at Policy.Max, so that a wild Retry-After hint cannot
+// park an order. When both are zero, Delay uses the policy's first backoff,
+// a short jittered pause that does not grow (postponements do not increment
+// the attempt number, so it could not grow anyway) and that spreads tasks
+// postponed together.
 type Postpone struct {
-	// Until is the earliest time the task may do its work.
+	// Until is the earliest time the task may run again. If zero, After
+	// applies instead.
 	Until time.Time
+	// After is how long to wait when Until is zero, capped at Policy.Max.
+	// If zero (and Until is zero), Policy.Backoff(0).
+	After time.Duration
 	// Reason says why, for logs and the asynq UI.
 	Reason string
+	// Err is the cause, if any (for example WeChat Pay's rate-limit error),
+	// kept for errors.Is and errors.As.
+	Err error
 }
 
 // Error implements error.
@@ -189,42 +207,62 @@ func (p *Postpone) Error() string {
 	if p == nil {
 		return "not yet due"
 	}
-	return fmt.Sprintf("not yet due: %s, run again at %s", p.Reason, p.Until.UTC().Format(time.RFC3339))
+	var s string
+	switch {
+	case !p.Until.IsZero():
+		s = fmt.Sprintf("not yet due: %s, run again at %s", p.Reason, p.Until.UTC().Format(time.RFC3339))
+	case p.After > 0:
+		s = fmt.Sprintf("postponed: %s, run again in %s", p.Reason, p.After)
+	default:
+		s = fmt.Sprintf("postponed: %s, run again after a short pause", p.Reason)
+	}
+	if p.Err != nil {
+		s += ": " + p.Err.Error()
+	}
+	return s
 }
 
-// PostponeUntil returns a *Postpone asking for the task to run again at t.
+// Unwrap returns the cause.
+func (p *Postpone) Unwrap() error {
+	if p == nil {
+		return nil
+	}
+	return p.Err
+}
+
+// PostponeUntil returns a *Postpone asking for the task to run again at t,
+// and not before.
 func PostponeUntil(t time.Time, reason string) error {
 	return &Postpone{Until: t, Reason: reason}
 }
 
+// Snooze returns a *Postpone asking for the task to run again after d
+// (capped at Policy.Max), or after the policy's short jittered pause when d
+// is zero or negative. cause, which may be nil, is kept for errors.As.
+func Snooze(d time.Duration, reason string, cause error) error {
+	return &Postpone{After: max(d, 0), Reason: reason, Err: cause}
+}
+
 // IsFailure is meant for asynq.Config.IsFailure. It reports false for a
-// *Postpone and for a wechat.ClassRateLimited error (wrapped or not), so that
-// neither spends the task's retry budget: running early is not the task's
-// fault, and being told to slow down says nothing about whether the close can
-// succeed. Every other error is a failure, including errors that are not a
-// *wechat.Error (see wechat.ClassOf). A nil error is not.
+// *Postpone (wrapped or not), so that it does not spend the task's retry
+// budget: running early is not the task's fault, and being told to slow down
+// says nothing about whether the close can succeed. Every other non-nil
+// error is a failure. A nil error is not.
 func IsFailure(err error) bool {
 	if err == nil {
 		return false
 	}
 	var pp *Postpone
-	if errors.As(err, &pp) {
-		return false
-	}
-	return wechat.ClassOf(err) != wechat.ClassRateLimited
+	return !errors.As(err, &pp)
 }
 
 // Delay is meant for asynq.Config.RetryDelayFunc; n is the number of retries
 // already spent (asynq's Retried) and err what the handler returned.
 //
-//   - *Postpone: the time left until Until, so the task runs no earlier
-//     than Until (see below on whole seconds).
-//   - wechat.ClassRateLimited with a RetryAfter hint: that hint, the same
-//     way, but no longer than Max, so a wild hint cannot park an order.
-//   - wechat.ClassRateLimited without a hint: Backoff(0), a short jittered
-//     wait that does not grow. Rate-limited attempts do not increment n
-//     (IsFailure is false), so n cannot say how often the task was limited;
-//     the jitter spreads the retries of tasks limited together.
+//   - *Postpone with Until: the time left until Until, so the task runs no
+//     earlier than Until (see below on whole seconds).
+//   - *Postpone with After: that wait, but no longer than Max.
+//   - *Postpone with neither: Backoff(0), a short jittered wait.
 //   - anything else: Backoff(n).
 //
 // asynq stores run times in whole Unix seconds and truncates, so every delay
@@ -232,39 +270,50 @@ func IsFailure(err error) bool {
 // returns the time to it rounded up to a whole second, at least 1 s. asynq's
 // truncation of now+delay then still lands on or after the target, so a
 // retry never runs sooner than its backoff and successive gaps keep growing.
+// A target too far away for a time.Duration (after about the year 2300)
+// gives MaxDelay, not an overflow.
 func (p Policy) Delay(n int, err error) time.Duration {
 	return p.delay(time.Now(), n, err)
 }
+
+// MaxDelay is the longest delay Delay returns: the largest whole number of
+// seconds a time.Duration holds (about 292 years). A target beyond it
+// saturates here instead of wrapping around to a short delay, which would run
+// a task far too early and then every second.
+const MaxDelay = time.Duration(math.MaxInt64 / int64(time.Second) * int64(time.Second))
 
 // delay is Delay with an explicit clock, for tests.
 func (p Policy) delay(now time.Time, n int, err error) time.Duration {
 	var pp *Postpone
 	if errors.As(err, &pp) {
-		if pp == nil {
+		switch {
+		case pp == nil:
 			return time.Second
-		}
-		return untilDelay(now, pp.Until)
-	}
-	var we *wechat.Error
-	if errors.As(err, &we) && we.Class == wechat.ClassRateLimited {
-		if we.RetryAfter > 0 {
-			return untilDelay(now, now.Add(min(we.RetryAfter, p.effective().Max)))
+		case !pp.Until.IsZero():
+			return untilDelay(now, pp.Until)
+		case pp.After > 0:
+			return untilDelay(now, now.Add(min(pp.After, p.effective().Max)))
 		}
 		return untilDelay(now, now.Add(p.Backoff(0)))
 	}
 	return untilDelay(now, now.Add(p.Backoff(n)))
 }
 
-// untilDelay returns a whole number of seconds, at least 1, such that
-// now+delay truncated to whole seconds (as asynq stores it) is not before
-// until.
+// untilDelay returns a whole number of seconds, at least 1 and at most
+// MaxDelay, such that now+delay truncated to whole seconds (as asynq stores
+// it) is not before until, unless until is more than MaxDelay away.
 func untilDelay(now, until time.Time) time.Duration {
 	target := until.Truncate(time.Second)
 	if target.Before(until) {
 		target = target.Add(time.Second)
 	}
+	// Sub saturates at the extremes of time.Duration; rounding up from
+	// there would overflow, so anything beyond MaxDelay is MaxDelay.
 	d := target.Sub(now)
-	if r := d % time.Second; r != 0 {
+	if d > MaxDelay {
+		return MaxDelay
+	}
+	if r := d % time.Second; r > 0 {
 		d += time.Second - r
 	}
 	return max(d, time.Second)

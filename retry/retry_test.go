@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-
-	"github.com/wxclose/wxclose/wechat"
 )
+
+// errRateLimited stands for a rate-limited answer from WeChat Pay as the
+// handler wraps it; retry sees only the Postpone around it.
+var errRateLimited = errors.New("wechat: rate_limited: code=FREQUENCY_LIMITED status=429")
 
 func TestDefaults(t *testing.T) {
 	got := Policy{}.withDefaults()
@@ -204,8 +209,8 @@ func TestDelay(t *testing.T) {
 		return time.Unix(int64(sec), int64(frac*1e9))
 	}
 	now := at(1_700_000_100, 0.9)
-	rateLimited := func(after time.Duration) error {
-		return &wechat.Error{Class: wechat.ClassRateLimited, Code: "FREQUENCY_LIMITED", HTTPStatus: 429, RetryAfter: after}
+	snooze := func(after time.Duration) error {
+		return Snooze(after, "rate limited by WeChat Pay", errRateLimited)
 	}
 	tests := []struct {
 		name string
@@ -223,20 +228,25 @@ func TestDelay(t *testing.T) {
 		{"postpone wrapped", now, 0, fmt.Errorf("order 42: %w", PostponeUntil(at(1_700_000_105, 0.5), "early")), 6 * time.Second},
 		{"postpone in the past", now, 0, PostponeUntil(at(1_700_000_000, 0), "late"), time.Second},
 		{"postpone now", now, 0, PostponeUntil(now, "now"), time.Second},
-		{"postpone zero time", now, 0, PostponeUntil(time.Time{}, "zero"), time.Second},
+		{"postpone until is not capped at Max", at(1_700_000_000, 0), 0, PostponeUntil(at(1_700_000_000+7*86400, 0), "close_at"), 7 * 24 * time.Hour},
+		// A zero Until is no floor: the short pause applies.
+		{"postpone zero time", now, 5, PostponeUntil(time.Time{}, "zero"), 11 * time.Second},
 		{"nil *Postpone", now, 0, (*Postpone)(nil), time.Second},
-		{"rate limited with hint", at(1_700_000_100, 0), 4, rateLimited(3 * time.Second), 3 * time.Second},
-		{"rate limited with fractional hint", at(1_700_000_100, 0), 4, rateLimited(2500 * time.Millisecond), 3 * time.Second},
-		{"rate limited hint survives truncation", now, 4, rateLimited(2500 * time.Millisecond), 4 * time.Second},
-		{"rate limited tiny hint", now, 4, rateLimited(time.Millisecond), time.Second},
-		{"rate limited hint capped at Max", at(1_700_000_100, 0), 4, rateLimited(24 * time.Hour), 10 * time.Minute},
-		{"rate limited without hint does not grow", now, 9, rateLimited(0), 11 * time.Second},
-		{"rate limited wrapped", now, 9, fmt.Errorf("close: %w", rateLimited(0)), 11 * time.Second},
+		{"snooze with hint", at(1_700_000_100, 0), 4, snooze(3 * time.Second), 3 * time.Second},
+		{"snooze with fractional hint", at(1_700_000_100, 0), 4, snooze(2500 * time.Millisecond), 3 * time.Second},
+		{"snooze hint survives truncation", now, 4, snooze(2500 * time.Millisecond), 4 * time.Second},
+		{"snooze tiny hint", now, 4, snooze(time.Millisecond), time.Second},
+		{"snooze hint capped at Max", at(1_700_000_100, 0), 4, snooze(24 * time.Hour), 10 * time.Minute},
+		{"snooze without hint does not grow", now, 9, snooze(0), 11 * time.Second},
+		{"snooze negative hint is no hint", now, 9, snooze(-time.Minute), 11 * time.Second},
+		{"snooze wrapped", now, 9, fmt.Errorf("close: %w", snooze(0)), 11 * time.Second},
 		// now is x.9 s: asynq would truncate now+80s to x+80, 0.9 s short
 		// of the backoff, so the delay aims at the next whole second.
-		{"retryable", now, 3, &wechat.Error{Class: wechat.ClassRetryable, Code: "SYSTEMERROR"}, 81 * time.Second},
+		{"failure", now, 3, errors.New("wechat: retryable: code=SYSTEMERROR"), 81 * time.Second},
 		{"unclassified", now, 2, errors.New("boom"), 41 * time.Second},
-		{"permanent", now, 1, &wechat.Error{Class: wechat.ClassPermanent}, 21 * time.Second},
+		// A rate-limit error that the handler did not turn into a
+		// Postpone is a plain failure: retry no longer reads WeChat errors.
+		{"bare rate-limit error", now, 1, errRateLimited, 21 * time.Second},
 		{"nil", now, 0, nil, 11 * time.Second},
 	}
 	for _, tt := range tests {
@@ -248,14 +258,54 @@ func TestDelay(t *testing.T) {
 	}
 }
 
-func TestDelayRateLimitedWithoutHintIsJittered(t *testing.T) {
+// TestDelayFarFutureSaturates is the regression test for a target after
+// about the year 2318: the rounding overflowed time.Duration and Delay
+// returned 1 s, so a task parked "forever" ran every second instead.
+func TestDelayFarFutureSaturates(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 500_000_000, time.UTC)
 	p := Policy{}
-	err := &wechat.Error{Class: wechat.ClassRateLimited}
+	for _, until := range []time.Time{
+		time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2400, 1, 1, 0, 0, 0, 1, time.UTC),
+		time.Unix(1<<62, 0),
+		time.Unix(1<<62, 999_999_999),
+		time.Unix(math.MaxInt64-62135596800-1, 999_999_999), // about the latest time.Time
+		now.Add(MaxDelay - 500*time.Millisecond),
+	} {
+		for _, err := range []error{PostponeUntil(until, "far"), fmt.Errorf("wrapped: %w", PostponeUntil(until, "far"))} {
+			got := p.delay(now, 0, err)
+			if got != MaxDelay {
+				t.Errorf("delay(until %v) = %s, want MaxDelay %s", until, got, MaxDelay)
+			}
+			if at := now.Add(got); at.Before(now.Add(200 * 365 * 24 * time.Hour)) {
+				t.Errorf("delay(until %v) runs the task at %v, far too early", until, at)
+			}
+		}
+	}
+	if MaxDelay%time.Second != 0 || MaxDelay <= 0 || MaxDelay > time.Duration(math.MaxInt64) {
+		t.Fatalf("MaxDelay = %d, want a positive whole number of seconds", MaxDelay)
+	}
+	// The far past stays at the 1 s floor.
+	for _, until := range []time.Time{time.Time{}.Add(time.Nanosecond), time.Unix(-1<<62, 1)} {
+		if got := untilDelay(now, until); got != time.Second {
+			t.Errorf("untilDelay(%v) = %s, want 1s", until, got)
+		}
+	}
+	// Just below the limit the exact arithmetic still holds.
+	until := now.Add(MaxDelay - 2*time.Second)
+	if got := untilDelay(now, until); got != MaxDelay-time.Second {
+		t.Errorf("untilDelay(now + MaxDelay - 2s) = %s, want %s", got, MaxDelay-time.Second)
+	}
+}
+
+func TestDelaySnoozeWithoutHintIsJittered(t *testing.T) {
+	p := Policy{}
+	err := Snooze(0, "rate limited", errRateLimited)
 	for range 1000 {
 		// Backoff(0) is within [8s, 12s]; rounding to whole seconds adds
 		// less than one more.
 		if got := p.Delay(12, err); got < 8*time.Second || got > 13*time.Second {
-			t.Fatalf("Delay(12, rate limited) = %s, want Backoff(0) rounded up, within [8s, 13s]", got)
+			t.Fatalf("Delay(12, snooze) = %s, want Backoff(0) rounded up, within [8s, 13s]", got)
 		}
 	}
 }
@@ -291,12 +341,12 @@ func TestIsFailure(t *testing.T) {
 		{"nil", nil, false},
 		{"postpone", PostponeUntil(time.Now(), "early"), false},
 		{"postpone wrapped", fmt.Errorf("x: %w", PostponeUntil(time.Now(), "early")), false},
-		{"rate limited", &wechat.Error{Class: wechat.ClassRateLimited}, false},
-		{"rate limited wrapped", fmt.Errorf("x: %w", &wechat.Error{Class: wechat.ClassRateLimited}), false},
-		{"retryable", &wechat.Error{Class: wechat.ClassRetryable}, true},
-		{"permanent", &wechat.Error{Class: wechat.ClassPermanent}, true},
-		{"unclassified", errors.New("boom"), true},
-		{"transport sentinel", wechat.ErrTransport, true},
+		{"snooze", Snooze(time.Second, "rate limited", errRateLimited), false},
+		{"snooze wrapped", fmt.Errorf("x: %w", Snooze(0, "rate limited", errRateLimited)), false},
+		{"plain error", errors.New("boom"), true},
+		// Only the handler's decision counts, never the class of a raw
+		// WeChat error.
+		{"bare rate-limit error", errRateLimited, true},
 	}
 	for _, tt := range tests {
 		if got := IsFailure(tt.err); got != tt.want {
@@ -321,14 +371,49 @@ func TestPostponeError(t *testing.T) {
 	}
 }
 
+func TestPostponeSnoozeError(t *testing.T) {
+	err := Snooze(3*time.Second, "rate limited by WeChat Pay", errRateLimited)
+	want := "postponed: rate limited by WeChat Pay, run again in 3s: " + errRateLimited.Error()
+	if err.Error() != want {
+		t.Fatalf("Error() = %q, want %q", err.Error(), want)
+	}
+	if !errors.Is(err, errRateLimited) {
+		t.Fatal("Snooze does not unwrap to its cause")
+	}
+	if got := Snooze(0, "busy", nil).Error(); got != "postponed: busy, run again after a short pause" {
+		t.Fatalf("Error() = %q", got)
+	}
+	if (*Postpone)(nil).Unwrap() != nil {
+		t.Fatal("nil *Postpone unwraps to non-nil")
+	}
+}
+
+// TestNoWeChatDependency keeps retry a policy package: it must not import
+// the WeChat Pay client (directly or through another package).
+func TestNoWeChatDependency(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.Command(goTool, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/wxclose/wxclose/") && dep != "github.com/wxclose/wxclose/retry" {
+			t.Errorf("retry depends on %s; it must know only postponements and plain failures", dep)
+		}
+	}
+}
+
 func BenchmarkDelay(b *testing.B) {
 	p := Policy{}
 	cases := []struct {
 		name string
 		err  error
 	}{
-		{"retryable", fmt.Errorf("close: %w", &wechat.Error{Class: wechat.ClassRetryable, Code: "SYSTEMERROR"})},
-		{"rate_limited", &wechat.Error{Class: wechat.ClassRateLimited, RetryAfter: 3 * time.Second}},
+		{"failure", fmt.Errorf("close: %w", errors.New("wechat: retryable: code=SYSTEMERROR"))},
+		{"snooze", Snooze(3*time.Second, "rate limited", errRateLimited)},
 		{"postpone", PostponeUntil(time.Now().Add(time.Minute), "early")},
 	}
 	for _, c := range cases {

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
+	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,6 +23,18 @@ const (
 // MinCloseAge is WeChat Pay's rule: an order cannot be closed sooner than
 // this after it was created.
 const MinCloseAge = 5 * time.Minute
+
+// MaxCreatedAtAhead bounds how far in the future created_at may lie when a
+// close is enqueued or run: a larger value is a wrong clock or time zone, and
+// would park the close (and leave the order payable) for a long time. The
+// producer rejects such an order; the worker archives such a task with the
+// reason, whoever wrote it.
+const MaxCreatedAtAhead = time.Hour
+
+// MaxCloseDelay bounds close_at, the merchant's own deadline: it may lie at
+// most this long after created_at (and not before it). WeChat Pay orders
+// expire long before; a later close_at is a unit or time-zone mistake.
+const MaxCloseDelay = 7 * 24 * time.Hour
 
 // ReasonOrderPaid is the reconciliation reason for an order that WeChat Pay
 // reported as paid when wxclose tried to close it.
@@ -47,7 +60,18 @@ type ClosePayload struct {
 	SubAppID string `json:"sub_appid,omitempty"`
 	// CreatedAt is when the order was created at WeChat Pay. Required.
 	CreatedAt time.Time `json:"created_at"`
+	// CloseAt is the merchant's own deadline (its payment timeout): the
+	// close never runs before it. At most MaxCloseDelay after CreatedAt,
+	// and not before it. If zero, as early as WeChat Pay allows.
+	CloseAt time.Time `json:"close_at,omitzero"`
 }
+
+// closePayloadFields are ClosePayload's JSON names, exactly as spelled.
+var closePayloadFields = []string{"out_trade_no", "transaction_id", "mchid", "sub_mchid", "sub_appid", "created_at", "close_at"}
+
+// ClosePayloadFields returns the JSON field names of a close payload, for
+// CheckJSONFields.
+func ClosePayloadFields() []string { return append([]string(nil), closePayloadFields...) }
 
 // ReconcilePayload is the JSON payload of an order:reconcile task: an order
 // that could not be closed because the payer paid, to be booked as paid (or
@@ -60,6 +84,9 @@ type ReconcilePayload struct {
 	CreatedAt     time.Time `json:"created_at"`
 	DetectedAt    time.Time `json:"detected_at"`
 	Reason        string    `json:"reason"`
+	// TradeState is WeChat Pay's signed trade_state ("SUCCESS", "REFUND")
+	// when the paid answer was confirmed with Query Order; empty otherwise.
+	TradeState string `json:"trade_state,omitempty"`
 }
 
 // OrderRef identifies one order; it is what task ids are derived from.
@@ -128,7 +155,56 @@ func (p ClosePayload) Validate() error {
 	if p.CreatedAt.IsZero() {
 		return fmt.Errorf("%w: created_at is required (RFC 3339, e.g. 2026-11-22T10:00:00+08:00)", ErrInvalidPayload)
 	}
+	if p.CloseAt.IsZero() {
+		return nil
+	}
+	if p.CloseAt.Before(p.CreatedAt) {
+		return fmt.Errorf("%w: close_at %s is before created_at %s", ErrInvalidPayload,
+			p.CloseAt.Format(time.RFC3339Nano), p.CreatedAt.Format(time.RFC3339Nano))
+	}
+	if p.CloseAt.Sub(p.CreatedAt) > MaxCloseDelay {
+		return fmt.Errorf("%w: close_at %s is more than %s after created_at %s; check the unit or the time zone", ErrInvalidPayload,
+			p.CloseAt.Format(time.RFC3339Nano), formatLimit(MaxCloseDelay), p.CreatedAt.Format(time.RFC3339Nano))
+	}
 	return nil
+}
+
+// ValidateAt is Validate plus the rules that depend on the current time:
+// created_at may lie at most MaxCreatedAtAhead after now. The producer checks
+// it at enqueue and the worker again before every attempt, so a task written
+// by any producer is held to the same limit.
+func (p ClosePayload) ValidateAt(now time.Time) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if p.CreatedAt.Sub(now) > MaxCreatedAtAhead {
+		return fmt.Errorf("%w: created_at %s is more than %s in the future; check the clock or the time zone", ErrInvalidPayload,
+			p.CreatedAt.Format(time.RFC3339), formatLimit(MaxCreatedAtAhead))
+	}
+	return nil
+}
+
+// NotBefore is the first instant at which the close of p may be attempted:
+// the later of creation + 5 minutes (WeChat Pay's rule) and close_at (the
+// merchant's). Producers schedule after it (see DueAt); the handler never
+// calls WeChat Pay before it.
+func (p ClosePayload) NotBefore() time.Time {
+	t := EarliestClose(p.CreatedAt)
+	if p.CloseAt.After(t) {
+		return p.CloseAt
+	}
+	return t
+}
+
+// formatLimit writes whole days and hours the way people say them.
+func formatLimit(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		if d == 24*time.Hour {
+			return "1 day"
+		}
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 // Validate checks the order identifiers.
@@ -179,21 +255,117 @@ func isAppIDChar(c byte) bool   { return isAlnum(c) || c == '_' }
 func isOrderNoChar(c byte) bool { return isAlnum(c) || strings.IndexByte("_-|*@", c) >= 0 }
 
 // DecodeClosePayload parses and validates an order:close payload as it was
-// read from Redis. A payload that is not a JSON object, or fails validation,
-// gets an error wrapping ErrInvalidPayload.
+// read from Redis. Decoding is strict, because a misspelt field would be lost
+// silently (a "closeAt" would drop the merchant's deadline): the payload must
+// be one JSON object whose keys are ClosePayload's JSON names exactly, each at
+// most once (see CheckJSONFields). Any error wraps ErrInvalidPayload and
+// names the field.
 func DecodeClosePayload(data []byte) (ClosePayload, error) {
-	var p ClosePayload
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&p); err != nil {
-		return ClosePayload{}, fmt.Errorf("%w: payload is not a close order JSON object: %v", ErrInvalidPayload, err)
+	if err := CheckJSONFields(data, closePayloadFields...); err != nil {
+		return ClosePayload{}, err
 	}
-	if dec.More() {
-		return ClosePayload{}, fmt.Errorf("%w: payload has trailing data after the JSON object", ErrInvalidPayload)
+	var p ClosePayload
+	if err := json.Unmarshal(data, &p); err != nil {
+		return ClosePayload{}, fmt.Errorf("%w: payload is not a close order JSON object: %v", ErrInvalidPayload, err)
 	}
 	if err := p.Validate(); err != nil {
 		return ClosePayload{}, err
 	}
 	return p, nil
+}
+
+// CheckJSONFields checks that data is exactly one JSON object whose keys are
+// all among known, spelt exactly (encoding/json matches keys without regard
+// to case, and DisallowUnknownFields does too, so "OUT_TRADE_NO" would
+// otherwise pass), each appearing once (encoding/json keeps the last of
+// duplicates silently). Values are not checked beyond being valid JSON. The
+// error wraps ErrInvalidPayload and names the offending key.
+func CheckJSONFields(data []byte, known ...string) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("%w: payload is not a close order JSON object: %v", ErrInvalidPayload, emptyAsEOF(err))
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("%w: payload is not a close order JSON object: it starts with %s", ErrInvalidPayload, describeToken(tok))
+	}
+	seen := make(map[string]bool, len(known))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: payload is not a close order JSON object: %v", ErrInvalidPayload, err)
+		}
+		key, _ := tok.(string) // inside an object, the decoder yields only string keys here
+		if err := checkKey(key, known); err != nil {
+			return err
+		}
+		if seen[key] {
+			return fmt.Errorf("%w: field %q appears more than once", ErrInvalidPayload, clipKey(key))
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("%w: value of field %q is not valid JSON: %v", ErrInvalidPayload, clipKey(key), err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return fmt.Errorf("%w: payload is not a close order JSON object: %v", ErrInvalidPayload, emptyAsEOF(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: payload has trailing data after the JSON object", ErrInvalidPayload)
+	}
+	return nil
+}
+
+// checkKey reports a key that is not among known, suggesting the intended
+// name when it differs only in case or in underscores ("OUT_TRADE_NO",
+// "closeAt").
+func checkKey(key string, known []string) error {
+	if slices.Contains(known, key) {
+		return nil
+	}
+	squash := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+	for _, k := range known {
+		switch {
+		case strings.EqualFold(k, key):
+			return fmt.Errorf("%w: field %q must be spelt %q (field names are case-sensitive)", ErrInvalidPayload, clipKey(key), k)
+		case squash(k) == squash(key):
+			return fmt.Errorf("%w: unknown field %q; did you mean %q?", ErrInvalidPayload, clipKey(key), k)
+		}
+	}
+	return fmt.Errorf("%w: unknown field %q (known: %s)", ErrInvalidPayload, clipKey(key), strings.Join(known, ", "))
+}
+
+// clipKey shortens a key for an error message: it comes from the payload, so
+// it may be long, but it is a name, never a secret.
+func clipKey(key string) string {
+	const maxShown = 40
+	if len(key) > maxShown {
+		return key[:maxShown] + "..."
+	}
+	return key
+}
+
+func describeToken(tok json.Token) string {
+	switch v := tok.(type) {
+	case json.Delim:
+		return "'" + v.String() + "'"
+	case string:
+		return "a string"
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	}
+	return "a number"
+}
+
+func emptyAsEOF(err error) error {
+	if err == io.EOF {
+		return errors.New("empty payload")
+	}
+	return err
 }
 
 // DecodeReconcilePayload parses an order:reconcile payload, for the
@@ -215,16 +387,23 @@ func DecodeReconcilePayload(data []byte) (ReconcilePayload, error) {
 func EarliestClose(createdAt time.Time) time.Time { return createdAt.Add(MinCloseAge) }
 
 // DueAt is when a close should run: the later of closeAt (the merchant's own
-// payment timeout, zero if none) and creation + 5 minutes + margin, rounded
-// up to a whole second. asynq stores run times in whole seconds, truncating,
-// and can start a task up to a second before its stored time; rounding up
-// and adding the margin keeps the start after the 5-minute mark.
+// payment timeout, zero if none; ClosePayload.CloseAt) and creation +
+// 5 minutes + margin, rounded up to a whole second. asynq stores run times in
+// whole seconds, truncating, and can start a task up to a second before its
+// stored time; rounding up and adding the margin keeps the start after the
+// 5-minute mark.
 func DueAt(createdAt, closeAt time.Time, margin time.Duration) time.Time {
 	due := EarliestClose(createdAt).Add(max(margin, 0))
 	if closeAt.After(due) {
 		due = closeAt
 	}
 	return ceilSecond(due)
+}
+
+// DueAt is DueAt(p.CreatedAt, p.CloseAt, margin): when the close of p is
+// scheduled.
+func (p ClosePayload) DueAt(margin time.Duration) time.Time {
+	return DueAt(p.CreatedAt, p.CloseAt, margin)
 }
 
 func ceilSecond(t time.Time) time.Time {

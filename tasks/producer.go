@@ -25,9 +25,6 @@ const (
 	// DefaultCloseTimeout bounds one close attempt; it covers the HTTP
 	// timeout (30 s by default) with room to spare.
 	DefaultCloseTimeout = 2 * time.Minute
-	// maxFutureCreatedAt rejects creation times far in the future, which
-	// would park a close (and leave an order payable) for a long time.
-	maxFutureCreatedAt = time.Hour
 )
 
 // Errors returned by Producer methods; test with errors.Is.
@@ -97,8 +94,10 @@ type CloseOrder struct {
 	// always safe: the close then runs at least 5 minutes from now.
 	CreatedAt time.Time
 	// CloseAt is the merchant's own deadline (for example its payment
-	// timeout). The close runs at the later of CloseAt and creation +
-	// 5 minutes + margin. If zero, as early as WeChat Pay allows.
+	// timeout). It is stored with the task, which runs at the later of
+	// CloseAt and creation + 5 minutes + margin; the worker never closes
+	// before it. At most MaxCloseDelay after CreatedAt, and not before it.
+	// If zero, as early as WeChat Pay allows.
 	CloseAt time.Time
 }
 
@@ -166,16 +165,12 @@ func (p *Producer) Payload(o CloseOrder) (ClosePayload, time.Time, error) {
 	pl := ClosePayload{
 		OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID,
 		MchID: o.MchID, SubMchID: o.SubMchID, SubAppID: o.SubAppID,
-		CreatedAt: o.CreatedAt,
+		CreatedAt: o.CreatedAt, CloseAt: o.CloseAt,
 	}
-	if err := pl.Validate(); err != nil {
+	if err := pl.ValidateAt(now); err != nil {
 		return ClosePayload{}, time.Time{}, err
 	}
-	if o.CreatedAt.After(now.Add(maxFutureCreatedAt)) {
-		return ClosePayload{}, time.Time{}, fmt.Errorf("%w: created_at %s is more than %s in the future; check the clock or the time zone",
-			ErrInvalidPayload, o.CreatedAt.Format(time.RFC3339), maxFutureCreatedAt)
-	}
-	return pl, DueAt(o.CreatedAt, o.CloseAt, p.cfg.CloseMargin), nil
+	return pl, pl.DueAt(p.cfg.CloseMargin), nil
 }
 
 // EnqueueClose schedules the close of one order. Enqueuing an order that
@@ -190,13 +185,13 @@ func (p *Producer) EnqueueClose(ctx context.Context, o CloseOrder) (Scheduled, e
 }
 
 // RequeueClose enqueues a stored payload again, as replay does: the due time
-// is recomputed from its created_at, so a replayed task still respects the
-// 5-minute rule.
+// is recomputed from its created_at and close_at, so a replayed task still
+// respects the 5-minute rule and the merchant's deadline.
 func (p *Producer) RequeueClose(ctx context.Context, pl ClosePayload) (Scheduled, error) {
 	if err := pl.Validate(); err != nil {
 		return Scheduled{}, err
 	}
-	return p.enqueueClose(ctx, pl, DueAt(pl.CreatedAt, time.Time{}, p.cfg.CloseMargin))
+	return p.enqueueClose(ctx, pl, pl.DueAt(p.cfg.CloseMargin))
 }
 
 func (p *Producer) enqueueClose(ctx context.Context, pl ClosePayload, due time.Time) (Scheduled, error) {

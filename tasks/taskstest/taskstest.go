@@ -22,7 +22,8 @@ type Close struct {
 }
 
 // RequireClose fails the test unless ref's order has a close task waiting
-// (scheduled or pending), and returns it. ref.MchID must be what the
+// (scheduled or pending) that will not run before creation + 5 minutes nor
+// before its close_at, and returns it. ref.MchID must be what the
 // producer used (its ProducerConfig.MchID when the order named none).
 func RequireClose(tb testing.TB, r asynq.RedisConnOpt, ref tasks.OrderRef) Close {
 	tb.Helper()
@@ -38,8 +39,8 @@ func RequireClose(tb testing.TB, r asynq.RedisConnOpt, ref tasks.OrderRef) Close
 	if err != nil {
 		tb.Fatalf("close task %s: %v", info.ID, err)
 	}
-	if due := info.NextProcessAt; !due.IsZero() && due.Before(tasks.EarliestClose(p.CreatedAt)) {
-		tb.Fatalf("close task %s runs at %s, before creation + 5 minutes (%s)", info.ID, due, tasks.EarliestClose(p.CreatedAt))
+	if due := info.NextProcessAt; !due.IsZero() && due.Before(p.NotBefore()) {
+		tb.Fatalf("close task %s runs at %s, before creation + 5 minutes or close_at (%s)", info.ID, due, p.NotBefore())
 	}
 	return Close{Payload: p, DueAt: info.NextProcessAt, Info: info}
 }

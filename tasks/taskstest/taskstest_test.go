@@ -36,6 +36,17 @@ func TestHelpers(t *testing.T) {
 	if c.Payload.OutTradeNo != "ORDER-1" || c.DueAt.Before(tasks.EarliestClose(created)) {
 		t.Fatalf("RequireClose = %+v", c)
 	}
+
+	// The merchant's own deadline travels with the task and decides when
+	// it runs.
+	closeAt := created.Add(20 * time.Minute)
+	if _, err := p.EnqueueClose(ctx, tasks.CloseOrder{OutTradeNo: "ORDER-2", CreatedAt: created, CloseAt: closeAt}); err != nil {
+		t.Fatal(err)
+	}
+	c2 := taskstest.RequireClose(t, srv.ConnOpt(), tasks.OrderRef{OutTradeNo: "ORDER-2", MchID: "1900000109"})
+	if !c2.Payload.CloseAt.Equal(closeAt) || c2.DueAt.Before(closeAt) {
+		t.Fatalf("RequireClose(ORDER-2) = close_at %v due %v, want close_at %v and due not before it", c2.Payload.CloseAt, c2.DueAt, closeAt)
+	}
 	r := &recorder{TB: t}
 	taskstest.RequireNoClose(r, srv.ConnOpt(), ref)
 	if !r.failed {
