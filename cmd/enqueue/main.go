@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,39 +56,84 @@ const (
 
 const defaultRedisURL = "redis://127.0.0.1:6379/0"
 
+// Limits of the producer, for the help texts.
+var (
+	maxCloseDelay     = humanDuration(tasks.MaxCloseDelay)
+	maxCreatedAtAhead = humanDuration(tasks.MaxCreatedAtAhead)
+)
+
 func main() {
-	// go-redis logs every failed dial on its own; the command reports
-	// connection errors itself, once.
-	redis.SetLogger(quietLogger{})
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run executes one command and returns its exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// go-redis logs every failed dial on its own; the command reports
+	// connection errors itself, once.
+	quietRedis.Do(func() { redis.SetLogger(quietLogger{}) })
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	name, err := e.dispatch(ctx, args)
+	report(stderr, name, err)
+	return exitCode(err)
+}
+
+// dispatch runs the command args name and returns its full name
+// ("enqueue cancel") for messages.
+func (e *env) dispatch(ctx context.Context, args []string) (string, error) {
 	name, rest := "close", args
 	if len(args) > 0 {
 		switch args[0] {
 		case "close", "cancel", "status", "list", "replay":
 			name, rest = args[0], args[1:]
 		case "help":
-			fmt.Fprint(stdout, overview)
-			return exitOK
+			_, err := fmt.Fprint(e.stdout, overview)
+			return "enqueue", err
 		}
 	}
-	switch name {
-	case "cancel":
-		return e.cancel(ctx, rest)
-	case "status":
-		return e.status(ctx, rest)
-	case "list":
-		return e.list(ctx, rest)
-	case "replay":
-		return e.replay(ctx, rest)
+	cmds := map[string]func(context.Context, []string) error{
+		"close": e.close, "cancel": e.cancel, "status": e.status, "list": e.list, "replay": e.replay,
 	}
-	return e.close(ctx, rest)
+	return "enqueue " + name, cmds[name](ctx, rest)
+}
+
+// errIncomplete is returned by a command that processed many items and
+// already printed a summary counting the rejected or failed ones.
+var errIncomplete = errors.New("some items were rejected or failed")
+
+// exitCode is the one place where errors become the documented exit codes.
+func exitCode(err error) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, ops.ErrUsage), errors.Is(err, tasks.ErrInvalidPayload):
+		return exitUsage
+	case errors.Is(err, tasks.ErrNoClose):
+		return exitNotFound
+	case errors.Is(err, tasks.ErrCloseInProgress):
+		return exitInProgress
+	case errors.Is(err, tasks.ErrCloseFinished):
+		return exitCompleted
+	}
+	return exitFailed
+}
+
+// report prints the error a command returned, once, with a pointer to the
+// help for usage errors.
+func report(w io.Writer, name string, err error) {
+	if err == nil || errors.Is(err, flag.ErrHelp) || errors.Is(err, errIncomplete) {
+		return
+	}
+	fmt.Fprintf(w, "%s: %s\n", name, ops.Message(err))
+	if errors.Is(err, ops.ErrUsage) {
+		fmt.Fprintf(w, "Run '%s --help' for usage.\n", name)
+	}
+}
+
+// usageError returns an error that exits with the usage code.
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ops.ErrUsage, fmt.Sprintf(format, args...))
 }
 
 type env struct {
@@ -143,8 +189,8 @@ func (c *command) withMchID() {
 	c.fs.StringVar(&c.mchID, "mchid", "", "merchant `id` for the task id (default: $WECHATPAY_MCHID)")
 }
 
-// parse returns -1 to go on, or the exit code to stop with.
-func (c *command) parse(e *env, args []string) int {
+// parse parses args. It returns flag.ErrHelp after printing the help.
+func (c *command) parse(e *env, args []string) error {
 	c.fs.SetOutput(io.Discard)
 	c.fs.Usage = func() {}
 	err := c.fs.Parse(args)
@@ -155,11 +201,11 @@ func (c *command) parse(e *env, args []string) int {
 		c.fs.SetOutput(e.stdout)
 		c.fs.PrintDefaults()
 		fmt.Fprint(e.stdout, envHelp+exitHelp)
-		return exitOK
+		return err
 	case err != nil:
-		return c.usageError(e, "%v", err)
+		return usageError("%v", err)
 	case c.fs.NArg() > 0:
-		return c.usageError(e, "unexpected argument %q", c.fs.Arg(0))
+		return usageError("unexpected argument %q", c.fs.Arg(0))
 	}
 	if c.redis == "" {
 		c.redis = orDefault(os.Getenv("REDIS_URL"), defaultRedisURL)
@@ -167,37 +213,11 @@ func (c *command) parse(e *env, args []string) int {
 	if c.mchID == "" {
 		c.mchID = os.Getenv("WECHATPAY_MCHID")
 	}
-	return -1
+	return nil
 }
 
-func (c *command) usageError(e *env, format string, args ...any) int {
-	fmt.Fprintf(e.stderr, "%s: %s\nRun '%s --help' for usage.\n", c.fs.Name(), fmt.Sprintf(format, args...), c.fs.Name())
-	return exitUsage
-}
-
-func (c *command) dial(ctx context.Context, e *env) (*ops.Client, int) {
-	cl, err := ops.Dial(ctx, c.redis, tasks.ProducerConfig{MchID: c.mchID})
-	if err != nil {
-		return nil, c.fail(e, err)
-	}
-	return cl, -1
-}
-
-// fail prints err and maps it to an exit code.
-func (c *command) fail(e *env, err error) int {
-	code := exitFailed
-	switch {
-	case errors.Is(err, ops.ErrUsage), errors.Is(err, tasks.ErrInvalidPayload):
-		code = exitUsage
-	case errors.Is(err, tasks.ErrNoClose):
-		code = exitNotFound
-	case errors.Is(err, tasks.ErrCloseInProgress):
-		code = exitInProgress
-	case errors.Is(err, tasks.ErrCloseFinished):
-		code = exitCompleted
-	}
-	fmt.Fprintf(e.stderr, "%s: %s\n", c.fs.Name(), ops.Message(err))
-	return code
+func (c *command) dial(ctx context.Context) (*ops.Client, error) {
+	return ops.Dial(ctx, c.redis, tasks.ProducerConfig{MchID: c.mchID})
 }
 
 // refFlags are the flags that name one order.
@@ -216,17 +236,19 @@ func (r *refFlags) ref(c *command) tasks.OrderRef {
 	return tasks.OrderRef{OutTradeNo: r.outTradeNo, TransactionID: r.transactionID, MchID: c.mchID, SubMchID: r.subMchID}
 }
 
-func (r *refFlags) check(c *command, e *env) int {
+func (r *refFlags) check() error {
 	switch {
 	case r.outTradeNo == "" && r.transactionID == "":
-		return c.usageError(e, "name the order with --out-trade-no or --transaction-id")
+		return usageError("name the order with --out-trade-no or --transaction-id")
 	case r.outTradeNo != "" && r.transactionID != "":
-		return c.usageError(e, "give only one of --out-trade-no and --transaction-id")
+		return usageError("give only one of --out-trade-no and --transaction-id")
 	}
-	return -1
+	return nil
 }
 
-const closeUsage = `Usage:
+// closeUsage quotes the limits tasks defines, so the help cannot drift
+// from them.
+var closeUsage = `Usage:
   enqueue [close] --out-trade-no N | --transaction-id N [--mchid M] [--sub-mchid S]
                   [--sub-appid A] [--created-at RFC3339] [--close-at RFC3339] [--json]
   enqueue [close] --file PATH|- [--mchid M] [--concurrency N] [--quiet] [--json]
@@ -236,14 +258,21 @@ and creation + 5 minutes (WeChat Pay refuses earlier closes). Enqueuing an
 order that already has a close task is not an error: it prints "already
 scheduled" and changes nothing.
 
-With --file, reads JSON Lines (- is stdin): one object per line with the
-fields out_trade_no or transaction_id, created_at (required, RFC 3339), and
-optionally mchid, sub_mchid, sub_appid, close_at. Blank lines are skipped;
-unknown fields are rejected. --mchid is the merchant of lines without one.
-Orders are enqueued concurrently, so output lines come in no particular
-order: each starts with its input line number. Bad lines are reported on
-stderr and the rest carry on; a summary is printed on stderr at the end,
-and the exit code is 1 if any line was rejected or failed.
+Limits: created_at at most ` + maxCreatedAtAhead + ` in the future; close_at not before
+created_at and at most ` + maxCloseDelay + ` after it. Times are RFC 3339 with a zone:
+Z or an offset from -23:59 to +23:59.
+
+With --file, reads JSON Lines (- is stdin; a UTF-8 byte order mark at the
+start is skipped): one object per line with the fields out_trade_no or
+transaction_id, created_at (required), and optionally mchid, sub_mchid,
+sub_appid, close_at. Field names are exact and lower case; unknown,
+wrong-case and repeated fields reject the line. A line with both
+out_trade_no and transaction_id is accepted and closed by its out_trade_no
+(the output says so). Blank lines are skipped. --mchid is the merchant of
+lines without one. Orders are enqueued concurrently, so output lines come in
+no particular order: each starts with its input line number. Bad lines are
+reported on stderr and the rest carry on; a summary is printed on stderr at
+the end, and the exit code is 1 if any line was rejected or failed.
 
 Examples:
   enqueue --out-trade-no ORDER-1 --created-at 2026-11-22T10:00:00+08:00
@@ -255,7 +284,7 @@ Examples:
 Other commands: cancel, status, list, replay; run "enqueue help" for an overview.
 `
 
-func (e *env) close(ctx context.Context, args []string) int {
+func (e *env) close(ctx context.Context, args []string) error {
 	c := newCommand("close", closeUsage)
 	var (
 		r                  refFlags
@@ -268,25 +297,25 @@ func (e *env) close(ctx context.Context, args []string) int {
 	r.register(c)
 	c.fs.StringVar(&subAppID, "sub-appid", "", "sub-merchant app `id` (v2 institutional mode)")
 	c.fs.StringVar(&createdAt, "created-at", "", "when the order was created, `RFC3339` (default: now)")
-	c.fs.StringVar(&closeAt, "close-at", "", "close no earlier than this `RFC3339` time (default: as early as allowed)")
+	c.fs.StringVar(&closeAt, "close-at", "", "close no earlier than this `RFC3339` time (default: as early as allowed; at most "+maxCloseDelay+" after creation)")
 	c.fs.StringVar(&file, "file", "", "enqueue the JSON Lines orders of `PATH` (- for stdin)")
 	c.fs.IntVar(&concurrency, "concurrency", ops.DefaultConcurrency, "enqueues in flight with --file")
 	c.fs.BoolVar(&quiet, "quiet", false, "with --file, print no line per enqueued order (errors and the summary still print)")
 	c.fs.BoolVar(&asJSON, "json", false, "print one JSON object per order on stdout (with --file, rejected and failed lines too)")
-	if code := c.parse(e, args); code >= 0 {
-		return code
+	if err := c.parse(e, args); err != nil {
+		return err
 	}
 	if file != "" {
 		if r.outTradeNo != "" || r.transactionID != "" || r.subMchID != "" || subAppID != "" || createdAt != "" || closeAt != "" {
-			return c.usageError(e, "--file reads the orders from the file; do not combine it with --out-trade-no, --transaction-id, --sub-mchid, --sub-appid, --created-at or --close-at")
+			return usageError("--file reads the orders from the file; do not combine it with --out-trade-no, --transaction-id, --sub-mchid, --sub-appid, --created-at or --close-at")
 		}
 		if concurrency < 1 {
-			return c.usageError(e, "--concurrency must be at least 1")
+			return usageError("--concurrency must be at least 1")
 		}
 		return e.bulk(ctx, c, file, ops.BulkOptions{Concurrency: concurrency, Quiet: quiet, JSON: asJSON})
 	}
-	if code := r.check(c, e); code >= 0 {
-		return code
+	if err := r.check(); err != nil {
+		return err
 	}
 	o := tasks.CloseOrder{
 		OutTradeNo: r.outTradeNo, TransactionID: r.transactionID,
@@ -295,42 +324,39 @@ func (e *env) close(ctx context.Context, args []string) int {
 	var err error
 	if createdAt != "" {
 		if o.CreatedAt, err = ops.ParseTime("--created-at", createdAt); err != nil {
-			return c.fail(e, err)
+			return err
 		}
 	}
 	if closeAt != "" {
 		if o.CloseAt, err = ops.ParseTime("--close-at", closeAt); err != nil {
-			return c.fail(e, err)
+			return err
 		}
 	}
-	cl, code := c.dial(ctx, e)
-	if code >= 0 {
-		return code
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	s, err := cl.Enqueue(ctx, o)
 	if err != nil {
-		return c.fail(e, err)
+		return err
 	}
-	if err := ops.WriteRecord(e.stdout, ops.RecordOf(0, s, nil), asJSON, time.Now()); err != nil {
-		return c.fail(e, err)
-	}
-	return exitOK
+	return ops.WriteRecord(e.stdout, ops.RecordOf(0, o, s, nil), asJSON, time.Now())
 }
 
-func (e *env) bulk(ctx context.Context, c *command, file string, opt ops.BulkOptions) int {
+func (e *env) bulk(ctx context.Context, c *command, file string, opt ops.BulkOptions) error {
 	in := e.stdin
 	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
-			return c.usageError(e, "cannot read --file: %v", err)
+			return usageError("cannot read --file: %v", err)
 		}
 		defer f.Close()
 		in = f
 	}
-	cl, code := c.dial(ctx, e)
-	if code >= 0 {
-		return code
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	opt.Out, opt.Err = e.stdout, e.stderr
@@ -339,14 +365,13 @@ func (e *env) bulk(ctx context.Context, c *command, file string, opt ops.BulkOpt
 	}
 	sum, err := cl.EnqueueBulk(ctx, in, opt)
 	fmt.Fprintf(e.stderr, "%s: %s\n", c.fs.Name(), sum)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "%s: %v\n", c.fs.Name(), err)
-		return exitFailed
+	switch {
+	case err != nil:
+		return err
+	case !sum.OK():
+		return errIncomplete
 	}
-	if !sum.OK() {
-		return exitFailed
-	}
-	return exitOK
+	return nil
 }
 
 const cancelUsage = `Usage:
@@ -365,33 +390,33 @@ Examples:
   enqueue cancel --transaction-id 4200000001202611220000000001 --mchid 1900000109
 `
 
-func (e *env) cancel(ctx context.Context, args []string) int {
+func (e *env) cancel(ctx context.Context, args []string) error {
 	c := newCommand("cancel", cancelUsage)
 	var r refFlags
 	r.register(c)
-	cl, code := e.dialForOrder(ctx, c, &r, args)
-	if code >= 0 {
-		return code
+	cl, err := e.dialForOrder(ctx, c, &r, args)
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	id, err := cl.Cancel(ctx, r.ref(c))
 	if err != nil {
-		return c.fail(e, err)
+		return err
 	}
-	fmt.Fprintf(e.stdout, "cancelled %s\n", id)
-	return exitOK
+	_, err = fmt.Fprintf(e.stdout, "cancelled %s\n", id)
+	return err
 }
 
 // dialForOrder parses the flags of a one-order command, checks the order
-// reference and connects to Redis. A code >= 0 means stop with that code.
-func (e *env) dialForOrder(ctx context.Context, c *command, r *refFlags, args []string) (*ops.Client, int) {
-	if code := c.parse(e, args); code >= 0 {
-		return nil, code
+// reference and connects to Redis.
+func (e *env) dialForOrder(ctx context.Context, c *command, r *refFlags, args []string) (*ops.Client, error) {
+	if err := c.parse(e, args); err != nil {
+		return nil, err
 	}
-	if code := r.check(c, e); code >= 0 {
-		return nil, code
+	if err := r.check(); err != nil {
+		return nil, err
 	}
-	return c.dial(ctx, e)
+	return c.dial(ctx)
 }
 
 const statusUsage = `Usage:
@@ -408,25 +433,22 @@ Examples:
   enqueue status --out-trade-no ORDER-1 --json | jq .result.outcome
 `
 
-func (e *env) status(ctx context.Context, args []string) int {
+func (e *env) status(ctx context.Context, args []string) error {
 	c := newCommand("status", statusUsage)
 	var r refFlags
 	var asJSON bool
 	r.register(c)
 	c.fs.BoolVar(&asJSON, "json", false, "print a JSON object")
-	cl, code := e.dialForOrder(ctx, c, &r, args)
-	if code >= 0 {
-		return code
+	cl, err := e.dialForOrder(ctx, c, &r, args)
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	s, err := cl.Status(ctx, r.ref(c))
 	if err != nil {
-		return c.fail(e, err)
+		return err
 	}
-	if err := ops.WriteStatus(e.stdout, s, asJSON); err != nil {
-		return c.fail(e, err)
-	}
-	return exitOK
+	return ops.WriteStatus(e.stdout, s, asJSON)
 }
 
 const listUsage = `Usage:
@@ -443,7 +465,7 @@ Examples:
   enqueue list --state retry --limit 1000 --json | jq -r '.[].last_error' | sort | uniq -c
 `
 
-func (e *env) list(ctx context.Context, args []string) int {
+func (e *env) list(ctx context.Context, args []string) error {
 	c := newCommand("list", listUsage)
 	var opt ops.ListOptions
 	var asJSON bool
@@ -451,30 +473,25 @@ func (e *env) list(ctx context.Context, args []string) int {
 	c.fs.StringVar(&opt.State, "state", "", "only tasks in this `state` (default: all)")
 	c.fs.IntVar(&opt.Limit, "limit", ops.DefaultListLimit, "list at most `N` tasks")
 	c.fs.BoolVar(&asJSON, "json", false, "print a JSON array")
-	if code := c.parse(e, args); code >= 0 {
-		return code
+	if err := c.parse(e, args); err != nil {
+		return err
 	}
 	if opt.Limit < 1 {
-		return c.usageError(e, "--limit must be at least 1")
+		return usageError("--limit must be at least 1")
 	}
-	cl, code := c.dial(ctx, e)
-	if code >= 0 {
-		return code
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	ts, err := cl.List(ctx, opt)
 	if err != nil {
-		return c.fail(e, err)
+		return err
 	}
 	if asJSON {
-		err = ops.WriteJSON(e.stdout, ts)
-	} else {
-		err = ops.WriteTable(e.stdout, ts)
+		return ops.WriteJSON(e.stdout, ts)
 	}
-	if err != nil {
-		return c.fail(e, err)
-	}
-	return exitOK
+	return ops.WriteTable(e.stdout, ts)
 }
 
 const replayUsage = `Usage:
@@ -482,19 +499,20 @@ const replayUsage = `Usage:
                  [--out-trade-no N | --transaction-id N] [--all] [--dry-run] [--concurrency N]
 
 Puts archived close tasks back to work with a fresh retry budget. Each
-selected task is deleted from the archive and enqueued again with the same
-id and payload; its due time is recomputed from created_at, so the 5-minute
-rule still holds (an old order runs at once). asynq's own "run" keeps the
+selected task keeps its id and payload and moves, in one atomic Redis step,
+from the archive to the scheduled tasks (or the pending ones when it is due)
+with its retry count and last error cleared. Its due time is recomputed from
+created_at and close_at, so the 5-minute rule and the merchant's deadline
+still hold (an old order runs at once). At every instant the close exists in
+Redis, archived or waiting to run: interrupting replay, even with kill -9,
+loses nothing; run it again to replay the rest. asynq's own "run" keeps the
 spent retry count and would give the task a single attempt.
 
 Filters combine with AND; at least one, or --all, is required. --code
 matches the WeChat Pay code in the last error (code=SYSTEM_ERROR); the age
 filters compare with the time of the last failure. Tasks whose payload is
-corrupt are reported and left in the archive. Use --dry-run first.
-
-If a deleted task cannot be enqueued again (after several attempts), its
-payload is printed on stderr as a JSON line after a "LOST" message: pipe
-that line into "enqueue --file -". The exit code is then 1.
+corrupt are reported and left in the archive. Use --dry-run first. The exit
+code is 1 if a selected task could not be replayed (it stays archived).
 
 Examples:
   enqueue replay --code SYSTEM_ERROR --newer-than 2h --dry-run
@@ -503,7 +521,7 @@ Examples:
   enqueue replay --all 2> replay.log
 `
 
-func (e *env) replay(ctx context.Context, args []string) int {
+func (e *env) replay(ctx context.Context, args []string) error {
 	c := newCommand("replay", replayUsage)
 	var opt ops.ReplayOptions
 	f := &opt.Filter
@@ -515,18 +533,18 @@ func (e *env) replay(ctx context.Context, args []string) int {
 	c.fs.BoolVar(&f.All, "all", false, "replay every archived close task (no filter)")
 	c.fs.BoolVar(&opt.DryRun, "dry-run", false, "list what would be replayed; change nothing")
 	c.fs.IntVar(&opt.Concurrency, "concurrency", ops.DefaultConcurrency, "tasks replayed at once")
-	if code := c.parse(e, args); code >= 0 {
-		return code
+	if err := c.parse(e, args); err != nil {
+		return err
 	}
 	if err := f.Validate(); err != nil {
-		return c.usageError(e, "%s", ops.Message(err))
+		return err
 	}
 	if opt.Concurrency < 1 {
-		return c.usageError(e, "--concurrency must be at least 1")
+		return usageError("--concurrency must be at least 1")
 	}
-	cl, code := c.dial(ctx, e)
-	if code >= 0 {
-		return code
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	opt.Out, opt.Err = e.stdout, e.stderr
@@ -535,14 +553,17 @@ func (e *env) replay(ctx context.Context, args []string) int {
 	}
 	sum, err := cl.Replay(ctx, opt)
 	fmt.Fprintf(e.stderr, "%s: %s\n", c.fs.Name(), sum)
-	if err != nil {
-		return c.fail(e, err)
+	switch {
+	case err != nil:
+		return err
+	case !sum.OK():
+		return errIncomplete
 	}
-	if !sum.OK() {
-		return exitFailed
-	}
-	return exitOK
+	return nil
 }
+
+// quietRedis sets go-redis's process-wide logger once.
+var quietRedis sync.Once
 
 type quietLogger struct{}
 
@@ -551,6 +572,24 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// humanDuration prints whole days as "7 days", whole hours as "1 hour",
+// and other durations as Go does.
+func humanDuration(d time.Duration) string {
+	unit := func(n time.Duration, name string) string {
+		if n == 1 {
+			return "1 " + name
+		}
+		return fmt.Sprintf("%d %ss", n, name)
+	}
+	switch {
+	case d > 0 && d%(24*time.Hour) == 0:
+		return unit(d/(24*time.Hour), "day")
+	case d > 0 && d%time.Hour == 0:
+		return unit(d/time.Hour, "hour")
+	}
+	return d.String()
 }
 
 func orDefault(v, def string) string {

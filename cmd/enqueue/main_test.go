@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,7 +13,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/wxclose/wxclose/internal/ops"
 	"github.com/wxclose/wxclose/internal/redistest"
+	"github.com/wxclose/wxclose/internal/redisurl"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -103,7 +107,32 @@ func TestEndToEnd(t *testing.T) {
 		{"redis down", "", []string{"status", "--out-trade-no", "A", "--redis", "redis://127.0.0.1:1/0"},
 			exitFailed, nil, []string{"cannot reach Redis at 127.0.0.1:1"}},
 		{"bad redis url", "", []string{"list", "--redis", "http://user:s3cret@host/"},
-			exitUsage, nil, []string{"Redis URL is not usable"}},
+			exitUsage, nil, []string{"the Redis URL (--redis or REDIS_URL) is not a valid Redis URL", "--help"}},
+		{"both numbers in a line: out_trade_no wins, and the output says so",
+			`{"out_trade_no":"E-5","transaction_id":"4200000005","created_at":"` + created + `"}` + "\n",
+			[]string{"--file", "-"},
+			exitOK, []string{"line 1: enqueued close:1900000109:out_trade_no:E-5 due ", "the close uses out_trade_no E-5 (transaction_id 4200000005 is only kept in the payload)"}, nil},
+		{"byte order mark, offset +24:00, close_at too late, wrong-case, unknown and repeated keys",
+			"\ufeff" + `{"out_trade_no":"E-6","created_at":"` + created + `"}` + "\n" +
+				`{"out_trade_no":"E-7","created_at":"2026-11-22T10:00:00+24:00"}` + "\n" +
+				`{"out_trade_no":"E-8","created_at":"` + created + `","close_at":"` + time.Now().Add(tasks.MaxCloseDelay+time.Hour).UTC().Format(time.RFC3339) + `"}` + "\n" +
+				`{"OUT_TRADE_NO":"E-9","created_at":"` + created + `"}` + "\n" +
+				`{"out_trade_no":"E-10","closeAt":"` + created + `","created_at":"` + created + `"}` + "\n" +
+				`{"out_trade_no":"E-11","created_at":"` + created + `","created_at":"` + created + `"}` + "\n",
+			[]string{"--file", "-"},
+			exitFailed, []string{"line 1: enqueued close:1900000109:out_trade_no:E-6 "},
+			[]string{`line 2: created_at "2026-11-22T10:00:00+24:00" has a zone offset out of range`,
+				"line 3: close_at ", "after created_at",
+				`line 4: field "OUT_TRADE_NO" must be spelt "out_trade_no"`,
+				`line 5: unknown field "closeAt"`,
+				`line 6: field "created_at" appears more than once`,
+				"1 enqueued, 0 already scheduled, 5 rejected, 0 failed"}},
+		{"close-at too late, one order", "", []string{"--out-trade-no", "E-12", "--close-at", time.Now().Add(tasks.MaxCloseDelay + time.Hour).Format(time.RFC3339)},
+			exitUsage, nil, []string{"close_at ", "after created_at"}},
+		{"offset +24:00, one order", "", []string{"--out-trade-no", "E-13", "--created-at", "2026-11-22T10:00:00+24:00"},
+			exitUsage, nil, []string{`--created-at "2026-11-22T10:00:00+24:00" has a zone offset out of range`}},
+		{"help states the limits", "", []string{"close", "--help"},
+			exitOK, []string{"at most 7 days after", "byte order mark", "closed by its out_trade_no"}, nil},
 	}
 	for _, s := range steps {
 		r := runCmd(s.stdin, s.args...)
@@ -190,5 +219,83 @@ func waitState(t *testing.T, ins *asynq.Inspector, id string, state asynq.TaskSt
 			t.Fatalf("%s did not reach %s: %v %v", id, state, info, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestExitCode is the table of the one mapping from errors to exit codes.
+func TestExitCode(t *testing.T) {
+	wrapped := func(err error) error { return fmt.Errorf("close:_:out_trade_no:A: %w", err) }
+	tests := []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"success", nil, exitOK},
+		{"help printed", flag.ErrHelp, exitOK},
+		{"usage", usageError("--limit must be at least 1"), exitUsage},
+		{"usage from ops", fmt.Errorf("%w: state %q is not one of ...", ops.ErrUsage, "done"), exitUsage},
+		{"bad Redis URL", fmt.Errorf("%w: the Redis URL is %w", ops.ErrUsage, redisurl.ErrInvalid), exitUsage},
+		{"invalid order flags", wrapped(tasks.ErrInvalidPayload), exitUsage},
+		{"no close task", wrapped(tasks.ErrNoClose), exitNotFound},
+		{"in progress", wrapped(tasks.ErrCloseInProgress), exitInProgress},
+		{"completed", wrapped(tasks.ErrCloseFinished), exitCompleted},
+		{"some rejected or failed", errIncomplete, exitFailed},
+		{"Redis down", errors.New("cannot reach Redis at 127.0.0.1:1"), exitFailed},
+		{"interrupted", context.Canceled, exitFailed},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.err); got != tt.want {
+			t.Errorf("%s: exitCode(%v) = %d, want %d", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestRedisURLSecretsNeverPrinted: a Redis URL that does not parse, from
+// --redis or REDIS_URL, is reported without its password or the part
+// before a '#' (which url.Parse would quote), and exits 2.
+func TestRedisURLSecretsNeverPrinted(t *testing.T) {
+	const secret = "Hunter2pw"
+	urls := []string{
+		"redis://:" + secret + "@[::1",                 // bad host
+		"redis://user:" + secret + "@127.0.0.1:port/0", // bad port
+		"redis://:" + secret + "#frag@127.0.0.1:1/0",   // '#' in the password
+		"redis://:pw@127.0.0.1:1/0#" + secret,          // '#' later
+		"redis://:" + secret + "%zz@127.0.0.1:1/0",     // bad escape
+		"http://:" + secret + "@127.0.0.1:1/0",         // wrong scheme
+		secret + "@127.0.0.1:1",                        // no scheme at all
+		"redis://:" + secret + "@127.0.0.1:1/db",       // bad database
+		"redis-sentinel://:" + secret + "@127.0.0.1:1", // no master
+		"redis://:" + secret + "\n@127.0.0.1:1/0",      // control character
+		"redis://" + secret + ":pw@127.0.0.1:1/0#x",    // user part before '#'
+		"redis://:p@ss" + secret + "@127.0.0.1:1/0#x",  // unencoded '@'
+	}
+	for _, u := range urls {
+		for _, how := range []string{"flag", "env"} {
+			args := []string{"list"}
+			if how == "flag" {
+				args = append(args, "--redis", u)
+			} else {
+				t.Setenv("REDIS_URL", u)
+			}
+			r := runCmd("", args...)
+			if r.code != exitUsage {
+				t.Errorf("%s %q: exit %d, want %d\n%s", how, u, r.code, exitUsage, r.stderr)
+			}
+			out := r.stdout + r.stderr
+			if strings.Contains(out, secret) || strings.Contains(out, "frag") {
+				t.Errorf("%s %q: output shows the secret:\n%s", how, u, out)
+			}
+			if !strings.Contains(r.stderr, "not a valid Redis URL") {
+				t.Errorf("%s %q: stderr %q", how, u, r.stderr)
+			}
+		}
+	}
+	// Valid URLs of a Redis that does not answer: the failure names the
+	// address only.
+	for _, u := range []string{"redis://:" + secret + "@127.0.0.1:1/0", "redis://:p@ss" + secret + "@127.0.0.1:1/0"} {
+		r := runCmd("", "status", "--out-trade-no", "A", "--redis", u)
+		if r.code != exitFailed || !strings.Contains(r.stderr, "cannot reach Redis at 127.0.0.1:1") || strings.Contains(r.stdout+r.stderr, secret) {
+			t.Errorf("%q: exit %d\n%s%s", u, r.code, r.stdout, r.stderr)
+		}
 	}
 }

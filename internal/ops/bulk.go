@@ -45,11 +45,18 @@ type EnqueueRecord struct {
 	DueAt time.Time `json:"due_at,omitzero"`
 	// Error says why the order was rejected or failed.
 	Error string `json:"error,omitempty"`
+	// Note points out how an accepted order was read, when that may
+	// surprise: a line with both out_trade_no and transaction_id is closed
+	// by its out_trade_no.
+	Note string `json:"note,omitempty"`
 }
 
-// RecordOf turns the result of one enqueue into a record.
-func RecordOf(line int, s tasks.Scheduled, err error) EnqueueRecord {
+// RecordOf turns the result of enqueueing o into a record.
+func RecordOf(line int, o tasks.CloseOrder, s tasks.Scheduled, err error) EnqueueRecord {
 	r := EnqueueRecord{Line: line, TaskID: s.TaskID, State: s.State, DueAt: s.DueAt}
+	if err == nil {
+		r.Note = orderNote(o)
+	}
 	switch {
 	case err != nil && errors.Is(err, tasks.ErrInvalidPayload):
 		r.Status, r.Error = StatusRejected, Message(err)
@@ -77,12 +84,16 @@ func WriteRecord(w io.Writer, r EnqueueRecord, asJSON bool, now time.Time) error
 	if r.Line > 0 {
 		prefix = fmt.Sprintf("line %d: ", r.Line)
 	}
+	note := ""
+	if r.Note != "" {
+		note = "; " + r.Note
+	}
 	var err error
 	switch r.Status {
 	case StatusEnqueued:
-		_, err = fmt.Fprintf(w, "%senqueued %s %s\n", prefix, r.TaskID, describeDue(r.DueAt, now))
+		_, err = fmt.Fprintf(w, "%senqueued %s %s%s\n", prefix, r.TaskID, describeDue(r.DueAt, now), note)
 	case StatusAlreadyScheduled:
-		_, err = fmt.Fprintf(w, "%salready scheduled %s (%s) %s\n", prefix, r.TaskID, r.State, describeDue(r.DueAt, now))
+		_, err = fmt.Fprintf(w, "%salready scheduled %s (%s) %s%s\n", prefix, r.TaskID, r.State, describeDue(r.DueAt, now), note)
 	default:
 		_, err = fmt.Fprintf(w, "%s%s\n", prefix, r.Error)
 	}
@@ -142,6 +153,16 @@ func (s BulkSummary) String() string {
 	return msg
 }
 
+// orderNote explains how an accepted order is read when it names the order
+// twice. The README's rule, applied by the producer, the task id and the
+// worker alike: out_trade_no wins.
+func orderNote(o tasks.CloseOrder) string {
+	if o.OutTradeNo == "" || o.TransactionID == "" {
+		return ""
+	}
+	return fmt.Sprintf("both out_trade_no and transaction_id are set: the close uses out_trade_no %s (transaction_id %s is only kept in the payload)", o.OutTradeNo, o.TransactionID)
+}
+
 func (s *BulkSummary) add(r EnqueueRecord) {
 	switch r.Status {
 	case StatusEnqueued:
@@ -163,9 +184,12 @@ type bulkJob struct {
 // EnqueueBulk enqueues the orders of a JSON Lines stream, one ClosePayload
 // object per line (field names out_trade_no, transaction_id, mchid,
 // sub_mchid, sub_appid, created_at, and optionally close_at, both times in
-// RFC 3339); blank lines are skipped. created_at is required: a bulk file
-// describes existing orders. Unknown fields are rejected, so that a typo
-// such as "closeAt" cannot silently make a close run early.
+// RFC 3339); blank lines and a UTF-8 byte order mark at the start are
+// skipped. created_at is required: a bulk file describes existing orders.
+// Unknown, wrong-case and repeated fields reject the line (see
+// ParseOrderLine), so that a typo such as "closeAt" cannot silently make a
+// close run early. A line with both out_trade_no and transaction_id is
+// enqueued under its out_trade_no and its record carries a Note saying so.
 //
 // The input is streamed and enqueued by opt.Concurrency workers, so records
 // come out in no particular order; each carries its line number. A bad line
@@ -199,7 +223,7 @@ func (c *Client) EnqueueBulk(ctx context.Context, r io.Reader, opt BulkOptions) 
 					continue // leave it unprocessed; counted by Unprocessed
 				}
 				s, err := c.producer.EnqueueClose(ctx, j.order)
-				results <- RecordOf(j.line, s, err)
+				results <- RecordOf(j.line, j.order, s, err)
 			}
 		})
 	}
@@ -216,6 +240,10 @@ func (c *Client) EnqueueBulk(ctx context.Context, r io.Reader, opt BulkOptions) 
 		ok := rec.Status == StatusEnqueued || rec.Status == StatusAlreadyScheduled
 		var err error
 		switch {
+		case ok && opt.Quiet && rec.Note != "" && !opt.JSON:
+			// Quiet hides routine lines, not a surprise.
+			prog.clear()
+			err = WriteRecord(errw, rec, false, c.now())
 		case ok && opt.Quiet:
 		case ok || opt.JSON:
 			prog.clear() // stdout may be the same terminal
@@ -249,9 +277,13 @@ func orDiscard(w io.Writer) io.Writer {
 	return w
 }
 
+// utf8BOM is the byte order mark some editors (Windows Notepad, Excel's
+// "CSV UTF-8") put at the start of a UTF-8 file. It carries no data.
+const utf8BOM = "\xef\xbb\xbf"
+
 // readOrders parses r line by line, sending valid lines to jobs and
-// rejected ones straight to results. It returns the number of non-blank
-// lines read.
+// rejected ones straight to results. A UTF-8 byte order mark at the start
+// of the input is skipped. It returns the number of non-blank lines read.
 func readOrders(ctx context.Context, r io.Reader, maxLine int, jobs chan<- bulkJob, results chan<- EnqueueRecord) (int, error) {
 	lr := newLineReader(r, maxLine)
 	n := 0
@@ -262,6 +294,9 @@ func readOrders(ctx context.Context, r io.Reader, maxLine int, jobs chan<- bulkJ
 		}
 		if err != nil {
 			return n, fmt.Errorf("read input after line %d: %w", lr.num, err)
+		}
+		if num == 1 {
+			line = bytes.TrimPrefix(line, []byte(utf8BOM))
 		}
 		if !tooLong && len(bytes.TrimSpace(line)) == 0 {
 			continue
@@ -296,24 +331,31 @@ type orderLine struct {
 	CloseAt       string `json:"close_at"`
 }
 
-const lineFields = "out_trade_no, transaction_id, mchid, sub_mchid, sub_appid, created_at, close_at"
+// lineFields are the keys of orderLine: a close payload's, exactly.
+var lineFields = tasks.ClosePayloadFields()
 
 // ParseOrderLine parses one JSON Lines record into a CloseOrder. It checks
-// the JSON shape and the times; the producer validates the identifiers.
-// Errors wrap tasks.ErrInvalidPayload.
+// the JSON shape, the keys (exact case, known, each once: encoding/json
+// would read "OUT_TRADE_NO" as out_trade_no and let a second "close_at"
+// silently win) and the times; the producer validates the identifiers and
+// limits. Errors wrap tasks.ErrInvalidPayload.
 func ParseOrderLine(line []byte) (tasks.CloseOrder, error) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 || line[0] != '{' {
 		return tasks.CloseOrder{}, fmt.Errorf("%w: not a JSON object; each line must be one object such as {\"out_trade_no\":\"ORDER-1\",\"created_at\":\"2026-11-22T10:00:00+08:00\"}", tasks.ErrInvalidPayload)
 	}
 	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
 	var l orderLine
 	if err := dec.Decode(&l); err != nil {
 		return tasks.CloseOrder{}, fmt.Errorf("%w: %s", tasks.ErrInvalidPayload, jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return tasks.CloseOrder{}, fmt.Errorf("%w: trailing data after the JSON object; put one object per line", tasks.ErrInvalidPayload)
+	}
+	// After Decode, so that malformed JSON keeps its precise message.
+	// Decode itself matches keys ignoring case and lets a repeated key win.
+	if err := tasks.CheckJSONFields(line, lineFields...); err != nil {
+		return tasks.CloseOrder{}, err
 	}
 	o := tasks.CloseOrder{
 		OutTradeNo: l.OutTradeNo, TransactionID: l.TransactionID,
@@ -335,17 +377,43 @@ func ParseOrderLine(line []byte) (tasks.CloseOrder, error) {
 }
 
 // ParseTime parses an RFC 3339 time, naming field in the error, which wraps
-// tasks.ErrInvalidPayload.
+// tasks.ErrInvalidPayload. Go's parser accepts zone offsets that RFC 3339
+// does not (+24:00, +00:60) and that encoding/json then refuses to write,
+// so the offset is checked here, where the field is known.
 func ParseTime(field, v string) (time.Time, error) {
+	shown := v
+	const maxShown = 40
+	if len(shown) > maxShown {
+		shown = shown[:maxShown] + "..."
+	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
-		const maxShown = 40
-		if len(v) > maxShown {
-			v = v[:maxShown] + "..."
-		}
-		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time with a zone (e.g. 2026-11-22T10:00:00+08:00)", tasks.ErrInvalidPayload, field, v)
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time with a zone (e.g. 2026-11-22T10:00:00+08:00)", tasks.ErrInvalidPayload, field, shown)
+	}
+	if !validOffset(v) {
+		return time.Time{}, fmt.Errorf("%w: %s %q has a zone offset out of range; use Z or -23:59 to +23:59 (e.g. +08:00)", tasks.ErrInvalidPayload, field, shown)
+	}
+	if _, err := t.MarshalText(); err != nil {
+		return time.Time{}, fmt.Errorf("%w: %s %q is out of the range of years 0000 to 9999", tasks.ErrInvalidPayload, field, shown)
 	}
 	return t, nil
+}
+
+// validOffset checks the zone of an RFC 3339 time that time.Parse accepted:
+// "Z", or ±hh:mm with hh <= 23 and mm <= 59 (RFC 3339 section 5.6).
+func validOffset(v string) bool {
+	if strings.HasSuffix(v, "Z") {
+		return true
+	}
+	if len(v) < 6 {
+		return false
+	}
+	off := v[len(v)-6:]
+	if off[0] != '+' && off[0] != '-' || off[3] != ':' {
+		return false
+	}
+	hh, mm := (off[1]-'0')*10+(off[2]-'0'), (off[4]-'0')*10+(off[5]-'0')
+	return hh <= 23 && mm <= 59
 }
 
 // jsonProblem rewrites encoding/json errors in the operator's terms.
@@ -359,8 +427,6 @@ func jsonProblem(err error) string {
 		return fmt.Sprintf("%s must be a JSON string, not a %s", typ.Field, typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "not valid JSON: the object is cut short"
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ") + " (known fields: " + lineFields + ")"
 	}
 	return "not valid JSON: " + err.Error()
 }

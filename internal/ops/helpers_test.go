@@ -73,6 +73,8 @@ type behaviour struct {
 	result *tasks.CloseResult
 	// block holds the task active until the channel is closed.
 	block chan struct{}
+	// ran, if not nil, receives the retry count of each attempt.
+	ran chan int
 }
 
 // worker is a real asynq server on the close_order queue whose handler does
@@ -116,6 +118,10 @@ func (w *worker) handle(ctx context.Context, task *asynq.Task) error {
 	w.mu.Unlock()
 	if !ok {
 		return errors.New("test worker: no behaviour for " + id)
+	}
+	if b.ran != nil {
+		n, _ := asynq.GetRetryCount(ctx)
+		b.ran <- n
 	}
 	if b.block != nil {
 		select {

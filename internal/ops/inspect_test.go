@@ -298,3 +298,16 @@ func TestList(t *testing.T) {
 		t.Errorf("empty JSON list = %q, want []", js.String())
 	}
 }
+
+// The merchant's deadline is part of where a close stands.
+func TestDescribePayloadShowsCloseAt(t *testing.T) {
+	created := time.Date(2026, 11, 22, 2, 0, 0, 0, time.UTC)
+	p := tasks.ClosePayload{OutTradeNo: "A1", CreatedAt: created}
+	if got := describePayload(p); strings.Contains(got, "close_at") {
+		t.Errorf("without close_at: %q", got)
+	}
+	p.CloseAt = created.Add(15 * time.Minute)
+	if got := describePayload(p); !strings.Contains(got, "close_at="+formatTime(p.CloseAt)) {
+		t.Errorf("with close_at: %q", got)
+	}
+}

@@ -9,13 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wxclose/wxclose/internal/redisurl"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -57,17 +57,15 @@ func New(rdb redis.UniversalClient, cfg tasks.ProducerConfig) *Client {
 }
 
 // Dial parses redisURL (redis://, rediss://, redis-socket:// or
-// redis-sentinel://, as asynq.ParseRedisURI reads them), checks that Redis
+// redis-sentinel://, as redisurl.Parse reads them), checks that Redis
 // answers, and returns a Client that owns the connection. Errors never
-// repeat the URL, which may contain a password.
+// repeat any part of the URL, which may contain a password; a URL that
+// does not parse gives an error wrapping ErrUsage and redisurl.ErrInvalid.
 func Dial(ctx context.Context, redisURL string, cfg tasks.ProducerConfig) (*Client, error) {
-	if _, err := url.Parse(redisURL); err != nil {
-		return nil, fmt.Errorf("%w: the Redis URL is not a valid URL; expected redis://[:password@]host:port[/db]", ErrUsage)
-	}
-	opt, err := asynq.ParseRedisURI(redisURL)
+	opt, err := redisurl.Parse(redisURL)
 	if err != nil {
-		// asynq's messages name the scheme or the db, never the password.
-		return nil, fmt.Errorf("%w: the Redis URL is not usable (%v); expected redis://[:password@]host:port[/db]", ErrUsage, err)
+		// redisurl's errors never quote the URL.
+		return nil, fmt.Errorf("%w: the Redis URL (--redis or REDIS_URL) is %w", ErrUsage, err)
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wxclose/wxclose/internal/redisurl"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -29,8 +30,10 @@ func TestDial(t *testing.T) {
 		usage     bool
 		want      string
 	}{
-		{"scheme", "http://u:s3cret@127.0.0.1/", true, "not usable"},
-		{"not a URL", "redis://:s3cret@[::1", true, "not a valid URL"},
+		{"scheme", "http://u:s3cret@127.0.0.1/", true, "the Redis URL (--redis or REDIS_URL) is not a valid Redis URL: the scheme must be"},
+		{"not a URL", "redis://:s3cret@[::1", true, "not a valid Redis URL"},
+		{"bad port", "redis://:s3cret@127.0.0.1:port/0", true, "not a valid Redis URL"},
+		{"fragment", "redis://:s3cret#tail@127.0.0.1:1/0", true, "contains '#'"},
 		{"unreachable", "redis://:s3cret@127.0.0.1:1/0", false, "cannot reach Redis at 127.0.0.1:1"},
 	}
 	for _, tt := range tests {
@@ -39,7 +42,10 @@ func TestDial(t *testing.T) {
 			if err == nil || errors.Is(err, ErrUsage) != tt.usage || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want usage=%v with %q", err, tt.usage, tt.want)
 			}
-			if strings.Contains(err.Error(), "s3cret") {
+			if tt.usage && !errors.Is(err, redisurl.ErrInvalid) {
+				t.Errorf("err = %v, want it to wrap redisurl.ErrInvalid", err)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "tail") {
 				t.Errorf("error repeats the password: %v", err)
 			}
 		})
@@ -53,7 +59,7 @@ func TestSummaries(t *testing.T) {
 	}{
 		{BulkSummary{Lines: 5, Enqueued: 1, AlreadyScheduled: 1, Rejected: 1, Failed: 1}, "1 enqueued, 1 already scheduled, 1 rejected, 1 failed, 1 not processed (interrupted)"},
 		{BulkSummary{Lines: 1, Enqueued: 1}, "1 enqueued, 0 already scheduled, 0 rejected, 0 failed"},
-		{ReplaySummary{Scanned: 9, Matched: 6, Replayed: 1, AlreadyScheduled: 1, Skipped: 2, Failed: 1, Lost: 1}, "9 archived scanned, 6 matched, 1 replayed, 1 already scheduled, 2 skipped, 1 failed, 1 lost"},
+		{ReplaySummary{Scanned: 9, Matched: 6, Replayed: 3, Skipped: 2, Failed: 1}, "9 archived scanned, 6 matched, 3 replayed, 2 skipped, 1 failed"},
 	}
 	for _, tt := range tests {
 		if s := tt.got.String(); s != tt.want {
@@ -63,7 +69,7 @@ func TestSummaries(t *testing.T) {
 	if (BulkSummary{Lines: 2, Enqueued: 1}).OK() || !(BulkSummary{Lines: 2, Enqueued: 1, AlreadyScheduled: 1}).OK() {
 		t.Error("BulkSummary.OK is wrong")
 	}
-	if (ReplaySummary{Lost: 1}).OK() || !(ReplaySummary{Skipped: 3}).OK() {
+	if (ReplaySummary{Failed: 1}).OK() || !(ReplaySummary{Skipped: 3}).OK() {
 		t.Error("ReplaySummary.OK is wrong")
 	}
 }

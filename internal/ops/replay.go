@@ -2,7 +2,6 @@ package ops
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/wxclose/wxclose/tasks"
 )
@@ -107,14 +107,13 @@ type ReplayOptions struct {
 	// Out receives one line per replayed task (or, with DryRun, per task
 	// that would be). If nil, discarded.
 	Out io.Writer
-	// Err receives skipped tasks, failures, and the payloads of tasks that
-	// could not be re-enqueued. If nil, discarded; set it.
+	// Err receives skipped and failed tasks. If nil, discarded; set it.
 	Err io.Writer
 	// Progress, if not nil, receives a self-overwriting progress line; set
 	// it only when it is a terminal.
 	Progress io.Writer
-	// Attempts is how many times a deleted task's re-enqueue is tried. If
-	// zero, DefaultReplayAttempts.
+	// Attempts is how many times one task's replay is tried when Redis
+	// fails. If zero, DefaultReplayAttempts.
 	Attempts int
 	// RetryDelay is the pause before the second attempt, doubled after
 	// each. If zero, DefaultReplayRetryDelay.
@@ -128,27 +127,22 @@ type ReplaySummary struct {
 	// Matched is the number selected by the filter (with DryRun, the
 	// number that would be replayed).
 	Matched int `json:"matched"`
-	// Replayed were deleted from the archive and enqueued again.
+	// Replayed were moved from the archive to the scheduled or pending
+	// tasks with a fresh retry budget.
 	Replayed int `json:"replayed"`
-	// AlreadyScheduled were deleted, but the order already had another
-	// close task again (enqueued meanwhile); nothing is lost.
-	AlreadyScheduled int `json:"already_scheduled"`
 	// Skipped were left alone: corrupt payload, not a close task, or no
 	// longer archived when their turn came.
 	Skipped int `json:"skipped"`
 	// Failed could not be replayed and are still archived.
 	Failed int `json:"failed"`
-	// Lost were deleted from the archive but could not be enqueued again;
-	// their payloads were printed on ReplayOptions.Err.
-	Lost int `json:"lost"`
 }
 
-// OK reports whether nothing failed or was lost.
-func (s ReplaySummary) OK() bool { return s.Failed == 0 && s.Lost == 0 }
+// OK reports whether nothing failed.
+func (s ReplaySummary) OK() bool { return s.Failed == 0 }
 
 func (s ReplaySummary) String() string {
-	return fmt.Sprintf("%d archived scanned, %d matched, %d replayed, %d already scheduled, %d skipped, %d failed, %d lost",
-		s.Scanned, s.Matched, s.Replayed, s.AlreadyScheduled, s.Skipped, s.Failed, s.Lost)
+	return fmt.Sprintf("%d archived scanned, %d matched, %d replayed, %d skipped, %d failed",
+		s.Scanned, s.Matched, s.Replayed, s.Skipped, s.Failed)
 }
 
 // candidate is an archived task selected in the collect phase.
@@ -162,10 +156,8 @@ type replayOutcome int
 
 const (
 	replayed replayOutcome = iota
-	replayedDup
 	replaySkipped
 	replayFailed
-	replayLost
 )
 
 type replayResult struct {
@@ -176,23 +168,21 @@ type replayResult struct {
 
 // Replay puts archived close tasks back to work with a fresh retry budget.
 // asynq's own Inspector.RunTask keeps the spent retry count, so a task that
-// had exhausted its retries would get one attempt; Replay instead deletes
-// the archived task and enqueues its payload again under the same id with
-// tasks.Producer.RequeueClose, which recomputes the due time from
-// created_at (the 5-minute rule still holds) and stores the producer's
-// retry budget.
+// had exhausted its retries would get one attempt. Replay instead moves
+// each task, under the same id and with the same payload, from the archive
+// to the scheduled tasks (or the pending ones when it is due) in one atomic
+// Redis script, resetting its retry count and last error: at every instant
+// the close exists in Redis, archived or waiting to run, whenever the
+// process or Redis connection dies. The due time is computed from the
+// payload's created_at and close_at as the producer computes it, so the
+// 5-minute rule and the merchant's deadline still hold.
 //
 // Replay first collects the ids of every matching task, paging through the
-// archive, and only then acts: deleting while paging would shift later
-// pages. Each task is read again just before it is deleted, and left alone
-// if it is no longer archived. Tasks whose payload does not decode are
-// skipped and stay archived.
-//
-// Money safety: a deleted task must be enqueued again. Its re-enqueue is
-// tried opt.Attempts times, ignoring the cancellation of ctx (an operator's
-// Ctrl-C stops new work, not a task between delete and enqueue); if it still
-// fails, the payload is written to opt.Err as a JSON line that
-// "enqueue --file -" accepts, and the task counts as Lost.
+// archive, and only then acts: moving tasks while paging would shift later
+// pages. Each task is read again just before it is moved, and the move only
+// happens if the task is still archived with exactly the message read
+// (compare and swap); tasks that changed meanwhile are read again. Tasks
+// whose payload does not decode are skipped and stay archived.
 func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, error) {
 	if err := opt.Filter.Validate(); err != nil {
 		return ReplaySummary{}, err
@@ -250,14 +240,10 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 		switch r.outcome {
 		case replayed:
 			sum.Replayed++
-		case replayedDup:
-			sum.AlreadyScheduled++
 		case replaySkipped:
 			sum.Skipped++
 		case replayFailed:
 			sum.Failed++
-		case replayLost:
-			sum.Lost++
 		}
 		if r.out != "" {
 			prog.clear()
@@ -267,7 +253,7 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 			prog.clear()
 			fmt.Fprintln(errw, r.msg)
 		}
-		prog.update(false, "replayed %d of %d (%d failed, %d lost)", done, len(cands), sum.Failed, sum.Lost)
+		prog.update(false, "replayed %d of %d (%d failed)", done, len(cands), sum.Failed)
 	}
 	prog.clear()
 	return sum, ctx.Err()
@@ -335,35 +321,59 @@ func describeCandidate(verb string, cd candidate) string {
 		formatTime(cd.info.LastFailedAt), truncate(oneLine(cd.info.LastErr), 200))
 }
 
-// replayOne deletes one archived task and enqueues it again.
-func (c *Client) replayOne(ctx context.Context, cd candidate, opt ReplayOptions) replayResult {
-	// Read it again: a worker, another operator or asynq's trimming may
-	// have changed it since the collect phase.
-	info, err := c.inspector.GetTaskInfo(tasks.QueueClose, cd.id)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
-		return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer exists", cd.id)}
-	case err != nil:
-		return replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: look up: %v; still archived, run replay again", cd.id, err)}
-	case info.State != asynq.TaskStateArchived:
-		return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer archived (now %s)", cd.id, info.State)}
-	}
-	p, err := tasks.DecodeClosePayload(info.Payload)
-	if err != nil {
-		return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: payload is corrupt (%s); left in the archive", cd.id, Message(err))}
-	}
-	if err := c.inspector.DeleteTask(tasks.QueueClose, cd.id); err != nil {
-		if errors.Is(err, asynq.ErrTaskNotFound) {
-			return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer exists", cd.id)}
-		}
-		// The delete may or may not have happened (a timeout, say). The
-		// re-enqueue below settles it: if the archived copy is still there,
-		// its id blocks the enqueue and we report a failure, not a loss.
-	}
-	return c.requeue(ctx, cd.id, p, opt)
-}
+// replayScript moves one archived task back to work. It mirrors what
+// asynq v0.26.0's own scripts write: scheduleCmd (hash fields msg and
+// state=scheduled, ZADD to the scheduled set scored by the Unix second) or
+// enqueueCmd (msg, state=pending, pending_since in Unix nanoseconds, LPUSH
+// to the pending list), after removing the id from the archived set. Every
+// check comes before the first write: a Lua script is atomic but not rolled
+// back on error.
+//
+// KEYS[1] asynq:{q}:t:<id>   KEYS[2] asynq:{q}:archived
+// KEYS[3] asynq:{q}:scheduled   KEYS[4] asynq:{q}:pending
+// ARGV[1] task id   ARGV[2] msg as read   ARGV[3] rewritten msg
+// ARGV[4] "scheduled" or "pending"   ARGV[5] process_at, Unix seconds
+// ARGV[6] now, Unix nanoseconds
+//
+// Returns 1 when moved; 2 when the task already carries the rewritten msg
+// outside the archive (an earlier try whose answer was lost did it); 0 when
+// it is no longer archived; -1 when its msg changed since it was read; -2
+// when it is marked archived but missing from the archived set.
+var replayScript = redis.NewScript(`
+local state, msg = unpack(redis.call("HMGET", KEYS[1], "state", "msg"))
+if state ~= "archived" then
+	if msg == ARGV[3] then
+		return 2
+	end
+	return 0
+end
+if msg ~= ARGV[2] then
+	return -1
+end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
+	return -2
+end
+if ARGV[4] == "pending" then
+	redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "pending", "pending_since", ARGV[6])
+	redis.call("LPUSH", KEYS[4], ARGV[1])
+else
+	redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "scheduled")
+	redis.call("HDEL", KEYS[1], "pending_since")
+	redis.call("ZADD", KEYS[3], ARGV[5], ARGV[1])
+end
+return 1
+`)
 
-func (c *Client) requeue(ctx context.Context, id string, p tasks.ClosePayload, opt ReplayOptions) replayResult {
+// asynqKey returns the key of a close-queue structure in asynq v0.26.0's
+// layout ("asynq:{close_order}:archived", "asynq:{close_order}:t:<id>").
+func asynqKey(suffix string) string { return "asynq:{" + tasks.QueueClose + "}:" + suffix }
+
+// maxReplayReads bounds how often a task that keeps changing under replay
+// is read again.
+const maxReplayReads = 3
+
+// replayOne moves one archived task back to work; see Replay.
+func (c *Client) replayOne(ctx context.Context, cd candidate, opt ReplayOptions) replayResult {
 	attempts := opt.Attempts
 	if attempts <= 0 {
 		attempts = DefaultReplayAttempts
@@ -372,36 +382,148 @@ func (c *Client) requeue(ctx context.Context, id string, p tasks.ClosePayload, o
 	if delay <= 0 {
 		delay = DefaultReplayRetryDelay
 	}
-	// The task is out of the archive now: finish even if the operator
-	// interrupts, within a bound.
+	// Once a task is picked, its replay finishes even if the operator
+	// interrupts: a script whose answer is lost is settled by trying again.
 	ctx = context.WithoutCancel(ctx)
-	var lastErr error
-	for i := range attempts {
-		if i > 0 {
-			time.Sleep(delay)
-			delay *= 2
+	for range maxReplayReads {
+		mv, res := c.prepareReplay(ctx, cd.id)
+		if res != nil {
+			return *res
 		}
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s, err := c.producer.RequeueClose(actx, p)
-		cancel()
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, tasks.ErrInvalidPayload) {
-				break // decoded fine a moment ago; retrying cannot help
+		var n int64
+		var err error
+		for i := range attempts {
+			if i > 0 {
+				time.Sleep(delay)
+				delay *= 2
 			}
-			continue
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err = replayScript.Run(sctx, c.rdb, mv.keys(cd.id), mv.args(cd.id)...).Int64()
+			cancel()
+			if err == nil {
+				break
+			}
 		}
 		switch {
-		case !s.Duplicate:
-			return replayResult{outcome: replayed, out: fmt.Sprintf("replayed %s %s", id, describeDue(s.DueAt, c.now()))}
-		case s.State == asynq.TaskStateArchived.String():
-			return replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: could not delete it from the archive; still archived, run replay again", id)}
-		default:
-			return replayResult{outcome: replayedDup, out: fmt.Sprintf("already scheduled %s (%s) %s: the order got a new close task meanwhile", id, dash(s.State), describeDue(s.DueAt, c.now()))}
+		case err != nil:
+			return replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: %v; it is still archived unless the last try went through: check with \"enqueue status\" or run replay again", cd.id, err)}
+		case n == 1 || n == 2:
+			return replayResult{outcome: replayed, out: fmt.Sprintf("replayed %s %s", cd.id, describeDue(mv.due, c.now()))}
+		case n == 0:
+			return c.notArchived(ctx, cd.id)
+		case n == -2:
+			return replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: marked archived but missing from the archive list; inspect it with \"enqueue status\"", cd.id)}
 		}
+		// n == -1: the task changed since it was read; read it again.
 	}
-	line, _ := json.Marshal(p)
-	return replayResult{outcome: replayLost, msg: fmt.Sprintf(
-		"LOST %s: deleted from the archive but NOT enqueued again after %d attempts (last error: %v).\n"+
-			"Enqueue it again now by piping the next line into `enqueue --file -`:\n%s", id, attempts, lastErr, line)}
+	return replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: it kept changing while being replayed; still archived, run replay again", cd.id)}
+}
+
+// replayMove is one prepared replay: the message read, its rewrite, and
+// where the task goes.
+type replayMove struct {
+	old, new []byte
+	due      time.Time
+	pending  bool
+	now      time.Time
+}
+
+func (m replayMove) keys(id string) []string {
+	return []string{asynqKey("t:" + id), asynqKey("archived"), asynqKey("scheduled"), asynqKey("pending")}
+}
+
+func (m replayMove) args(id string) []any {
+	target := "scheduled"
+	if m.pending {
+		target = "pending"
+	}
+	return []any{id, m.old, m.new, target, m.due.Unix(), m.now.UnixNano()}
+}
+
+// prepareReplay reads an archived task and computes its replay, or returns
+// the result that ends its turn.
+func (c *Client) prepareReplay(ctx context.Context, id string) (replayMove, *replayResult) {
+	skip := func(format string, args ...any) (replayMove, *replayResult) {
+		return replayMove{}, &replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: ", id) + fmt.Sprintf(format, args...)}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	vals, err := c.rdb.HMGet(rctx, asynqKey("t:"+id), "state", "msg").Result()
+	cancel()
+	if err != nil {
+		return replayMove{}, &replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: read it: %v; still archived, run replay again", id, err)}
+	}
+	state, _ := vals[0].(string)
+	raw, _ := vals[1].(string)
+	switch {
+	case state == "":
+		return skip("no longer exists")
+	case state != "archived":
+		return skip("no longer archived (now %s)", state)
+	}
+	m, err := decodeTaskMsg([]byte(raw))
+	if err != nil {
+		return skip("%v; left in the archive", err)
+	}
+	switch {
+	case m.ID != id || m.Queue != tasks.QueueClose:
+		return skip("its stored message names task %q of queue %q; left in the archive", m.ID, m.Queue)
+	case m.Type != tasks.TypeClose:
+		return skip("type %q is not %s; left in the archive", m.Type, tasks.TypeClose)
+	case m.GroupKey != "" || m.UniqueKey != "":
+		// wxclose never sets these; moving such a task would need asynq's
+		// group or uniqueness bookkeeping too.
+		return skip("it uses asynq groups or unique locks, which close tasks never do; left in the archive")
+	}
+	p, err := tasks.DecodeClosePayload(m.Payload)
+	if err != nil {
+		return skip("payload is corrupt (%s); left in the archive", Message(err))
+	}
+	if want := tasks.CloseTaskID(p.Ref()); want != id {
+		return skip("its payload belongs to task %s; left in the archive", want)
+	}
+	due, err := c.replayDue(p)
+	if err != nil {
+		return skip("%s; left in the archive", Message(err))
+	}
+	now := c.now()
+	// The header records when the task became runnable, as the producer
+	// writes it: the worker measures a first run's lateness from it.
+	runnable := due
+	if now.After(due) {
+		runnable = now
+	}
+	return replayMove{
+		old:     []byte(raw),
+		new:     m.rewriteForReplay(tasks.HeaderDueAt, runnable.UTC().Format(time.RFC3339Nano)),
+		due:     due,
+		pending: !due.After(now), // asynq's Client: ProcessAt after now schedules, else enqueues
+		now:     now,
+	}, nil
+}
+
+// replayDue is when a replayed close runs: exactly what the producer
+// computes for a new enqueue of the same order (creation + 5 minutes +
+// margin, the payload's close_at, rounded up to a whole second). It fails
+// for a payload the producer would refuse.
+func (c *Client) replayDue(p tasks.ClosePayload) (time.Time, error) {
+	_, due, err := c.producer.Payload(tasks.CloseOrder{
+		OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID,
+		MchID: p.MchID, SubMchID: p.SubMchID, SubAppID: p.SubAppID,
+		CreatedAt: p.CreatedAt, CloseAt: p.CloseAt,
+	})
+	return due, err
+}
+
+// notArchived explains why the script found the task out of the archive.
+func (c *Client) notArchived(ctx context.Context, id string) replayResult {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	state, err := c.rdb.HGet(rctx, asynqKey("t:"+id), "state").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer exists", id)}
+	case err != nil:
+		return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer archived", id)}
+	}
+	return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer archived (now %s)", id, state)}
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/wxclose/wxclose/tasks"
 )
@@ -88,15 +90,16 @@ func TestReplay(t *testing.T) {
 		}
 	}
 
-	// A fresh retry budget, the same payload, and the 5-minute rule.
+	// A fresh retry budget (the task's own), the same payload, and the
+	// 5-minute rule.
 	old := e.info(t, a.old)
-	if old.State != asynq.TaskStatePending || old.Retried != 0 || old.MaxRetry != tasks.DefaultMaxRetry ||
-		old.LastErr != "" || !bytes.Equal(old.Payload, a.oldRaw) || old.Type != tasks.TypeClose {
-		t.Errorf("replayed old task = state %s retried %d/%d lasterr %q payload %s", old.State, old.Retried, old.MaxRetry, old.LastErr, old.Payload)
+	if old.State != asynq.TaskStatePending || old.Retried != 0 || old.MaxRetry != 2 ||
+		old.LastErr != "" || !old.LastFailedAt.IsZero() || !bytes.Equal(old.Payload, a.oldRaw) || old.Type != tasks.TypeClose {
+		t.Errorf("replayed old task = state %s retried %d/%d lasterr %q lastfailed %v payload %s", old.State, old.Retried, old.MaxRetry, old.LastErr, old.LastFailedAt, old.Payload)
 	}
 	recent := e.info(t, a.recent)
 	wantDue := tasks.DueAt(a.recentP.CreatedAt, time.Time{}, tasks.DefaultCloseMargin)
-	if recent.State != asynq.TaskStateScheduled || recent.Retried != 0 || recent.MaxRetry != tasks.DefaultMaxRetry ||
+	if recent.State != asynq.TaskStateScheduled || recent.Retried != 0 || recent.MaxRetry != 1 || recent.LastErr != "" ||
 		!recent.NextProcessAt.Equal(wantDue) || recent.NextProcessAt.Before(a.recentP.CreatedAt.Add(tasks.MinCloseAge)) {
 		t.Errorf("replayed recent task = state %s retried %d/%d next %v, want scheduled at %v", recent.State, recent.Retried, recent.MaxRetry, recent.NextProcessAt, wantDue)
 	}
@@ -115,6 +118,131 @@ func TestReplay(t *testing.T) {
 	sum, err = e.c.Replay(ctx, ReplayOptions{Filter: ReplayFilter{Code: "SYSTEM_ERROR"}})
 	if err != nil || sum != (ReplaySummary{Scanned: 2, Skipped: 1}) {
 		t.Errorf("second replay = %+v, %v", sum, err)
+	}
+
+	// A real asynq server runs the replayed task, as a first attempt.
+	w := e.startWorker(t)
+	ran := make(chan int, 1)
+	w.set(a.old, behaviour{ran: ran})
+	if n := <-ran; n != 0 {
+		t.Errorf("the replayed task ran with retry count %d, want 0", n)
+	}
+}
+
+// TestReplayWritesWhatAsynqWrites compares the Redis records of replayed
+// tasks, field by field, with those asynq's own Client writes for a new
+// pending and a new scheduled task with the same options: replay must leave
+// nothing behind that asynq would not (a stale field, a wrong state) and
+// miss nothing it needs (pending_since feeds the queue latency).
+func TestReplayWritesWhatAsynqWrites(t *testing.T) {
+	e := newEnv(t)
+	a := e.fillArchive(t)
+	ctx := context.Background()
+	rdb := e.srv.Client()
+	if _, err := e.c.Replay(ctx, ReplayOptions{Filter: ReplayFilter{Code: "SYSTEM_ERROR"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl := asynq.NewClientFromRedisClient(rdb)
+	refPending, refScheduled := "close:_:out_trade_no:REF-P", "close:_:out_trade_no:REF-S"
+	for id, at := range map[string]time.Time{refPending: time.Now(), refScheduled: time.Now().Add(time.Hour)} {
+		if _, err := cl.Enqueue(asynq.NewTask(tasks.TypeClose, []byte(`{}`)), asynq.Queue(tasks.QueueClose), asynq.TaskID(id), asynq.ProcessAt(at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fields := func(id string) []string {
+		m, err := rdb.HGetAll(ctx, asynqKey("t:"+id)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := slices.Sorted(maps.Keys(m))
+		for i, k := range keys {
+			if k == "state" {
+				keys[i] += "=" + m[k]
+			}
+		}
+		return keys
+	}
+	for _, c := range []struct{ replayed, ref, list string }{
+		{a.old, refPending, "pending"},
+		{a.recent, refScheduled, "scheduled"},
+	} {
+		if got, want := fields(c.replayed), fields(c.ref); !slices.Equal(got, want) {
+			t.Errorf("replayed %s has fields %v; asynq writes %v", c.replayed, got, want)
+		}
+		// In exactly one of asynq's lists, once: the target one.
+		for _, l := range []string{"pending", "active", "scheduled", "retry", "archived"} {
+			want := 0
+			if l == c.list {
+				want = 1
+			}
+			if n := occurrences(t, rdb, l, c.replayed); n != want {
+				t.Errorf("%s is %d times in %s, want %d", c.replayed, n, l, want)
+			}
+		}
+	}
+	ps, err := rdb.HGet(ctx, asynqKey("t:"+a.old), "pending_since").Int64()
+	if err != nil || ps <= 0 {
+		t.Errorf("pending_since = %d, %v", ps, err)
+	}
+	// The queue's figures agree.
+	qi, err := e.ins.GetQueueInfo(tasks.QueueClose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qi.Pending != 2 || qi.Scheduled != 2 || qi.Archived != 2 {
+		t.Errorf("queue info: %d pending, %d scheduled, %d archived; want 2, 2, 2", qi.Pending, qi.Scheduled, qi.Archived)
+	}
+}
+
+// occurrences counts id in the close queue's list or sorted set named l.
+func occurrences(t testing.TB, rdb *redis.Client, l, id string) int {
+	t.Helper()
+	ctx := context.Background()
+	if l == "pending" || l == "active" {
+		ids, err := rdb.LRange(ctx, asynqKey(l), 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, v := range ids {
+			if v == id {
+				n++
+			}
+		}
+		return n
+	}
+	_, err := rdb.ZScore(ctx, asynqKey(l), id).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return 0
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 1
+}
+
+// TestReplayHonoursCloseAt: a replayed close waits for the merchant's own
+// deadline stored in the payload, not only for creation + 5 minutes. The
+// old replay dropped close_at and closed an order created an hour ago at
+// once, inside the merchant's payment window.
+func TestReplayHonoursCloseAt(t *testing.T) {
+	e := newEnv(t)
+	w := e.startWorker(t)
+	created := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	closeAt := time.Now().Add(10 * time.Minute).UTC().Truncate(time.Second).Add(300 * time.Millisecond)
+	p, id := order("R-CLOSEAT", created)
+	p.CloseAt = closeAt
+	e.archived(t, w, id, mustJSON(t, p), 0, errSystem)
+	w.srv.Shutdown()
+
+	sum, err := e.c.Replay(context.Background(), ReplayOptions{Filter: ReplayFilter{OutTradeNo: "R-CLOSEAT"}})
+	if err != nil || sum.Replayed != 1 {
+		t.Fatalf("replay = %+v, %v", sum, err)
+	}
+	info := e.info(t, id)
+	want := closeAt.Truncate(time.Second).Add(time.Second) // rounded up to a whole second
+	if info.State != asynq.TaskStateScheduled || !info.NextProcessAt.Equal(want) || info.NextProcessAt.Before(closeAt) {
+		t.Errorf("replayed task: %s at %v, want scheduled at %v (close_at %v)", info.State, info.NextProcessAt, want, closeAt)
 	}
 }
 
@@ -248,95 +376,167 @@ func TestReplayPaging(t *testing.T) {
 	}
 }
 
-// TestReplayLost re-enqueues through a Redis that is down: the task has
-// been deleted from the archive, so its payload must come out on Err in a
-// form "enqueue --file -" takes back.
-func TestReplayLost(t *testing.T) {
+// TestReplayRedisDown: when Redis fails mid-replay, the task is reported
+// as failed and stays archived; nothing is deleted first.
+func TestReplayRedisDown(t *testing.T) {
 	e := newEnv(t)
 	a := e.fillArchive(t)
+	var sum ReplaySummary
+	cands, err := e.c.collectArchived(context.Background(), ReplayFilter{OutTradeNo: "R-OLD"}, &sum, io.Discard, nil)
+	if err != nil || len(cands) != 1 {
+		t.Fatal(cands, err)
+	}
 	broken := *e.c
-	broken.producer = tasks.NewProducer(asynq.RedisClientOpt{Addr: "127.0.0.1:1", DialTimeout: time.Second}, tasks.ProducerConfig{})
-	t.Cleanup(func() { broken.producer.Close() })
-
-	var out, errw bytes.Buffer
-	sum, err := broken.Replay(context.Background(), ReplayOptions{
-		Filter: ReplayFilter{OutTradeNo: "R-OLD"}, Out: &out, Err: &errw, Attempts: 2, RetryDelay: time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
+	broken.rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { broken.rdb.Close() })
+	r := broken.replayOne(context.Background(), cands[0], ReplayOptions{Attempts: 2, RetryDelay: time.Millisecond})
+	if r.outcome != replayFailed || !strings.Contains(r.msg, "failed "+a.old) || !strings.Contains(r.msg, "still archived") {
+		t.Errorf("result = %+v", r)
 	}
-	if sum != (ReplaySummary{Scanned: 4, Matched: 1, Lost: 1}) || sum.OK() {
-		t.Errorf("summary = %+v", sum)
-	}
-	if e.info(t, a.old) != nil {
-		t.Fatal("the task is still there; the test did not exercise a lost re-enqueue")
-	}
-	lines := strings.Split(strings.TrimRight(errw.String(), "\n"), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "LOST "+a.old+": deleted from the archive but NOT enqueued again after 2 attempts") ||
-		!strings.Contains(lines[1], "enqueue --file -") {
-		t.Fatalf("Err = %q", errw.String())
-	}
-	if lines[2] != string(a.oldRaw) {
-		t.Errorf("payload line = %s, want %s", lines[2], a.oldRaw)
-	}
-
-	// The operator follows the message.
-	bsum, err := e.c.EnqueueBulk(context.Background(), strings.NewReader(lines[2]+"\n"), BulkOptions{})
-	if err != nil || bsum.Enqueued != 1 {
-		t.Fatalf("re-enqueue of the printed line: %+v, %v", bsum, err)
-	}
-	info := e.info(t, a.old)
-	if info == nil || info.State != asynq.TaskStatePending || !bytes.Equal(info.Payload, a.oldRaw) {
-		t.Errorf("recovered task = %+v", info)
+	if info := e.info(t, a.old); info == nil || info.State != asynq.TaskStateArchived || info.Retried != 2 {
+		t.Errorf("task after a failed replay: %+v, want archived as it was", info)
 	}
 }
 
 // TestReplayStateChanged covers tasks that change between the collect phase
-// and their turn, and re-enqueues that meet another task with the same id.
+// and their turn.
 func TestReplayStateChanged(t *testing.T) {
 	e := newEnv(t)
 	a := e.fillArchive(t)
-	// Someone ran the task with asynq's own tools after it was collected.
-	var sum ReplaySummary
-	cands, err := e.c.collectArchived(context.Background(), ReplayFilter{OutTradeNo: "R-AUTH"}, &sum, io.Discard, nil)
-	if err != nil || len(cands) != 1 {
-		t.Fatal(cands, err)
+	ctx := context.Background()
+	collect := func(no string) candidate {
+		t.Helper()
+		var sum ReplaySummary
+		cands, err := e.c.collectArchived(ctx, ReplayFilter{OutTradeNo: no}, &sum, io.Discard, nil)
+		if err != nil || len(cands) != 1 {
+			t.Fatal(cands, err)
+		}
+		return cands[0]
 	}
+	// Someone ran the task with asynq's own tools after it was collected.
+	auth := collect("R-AUTH")
 	if err := e.ins.RunTask(tasks.QueueClose, a.auth); err != nil {
 		t.Fatal(err)
 	}
-	r := e.c.replayOne(context.Background(), cands[0], ReplayOptions{})
+	r := e.c.replayOne(ctx, auth, ReplayOptions{})
 	if r.outcome != replaySkipped || !strings.Contains(r.msg, "no longer archived (now pending)") {
 		t.Errorf("result = %+v", r)
 	}
 	if err := e.ins.DeleteTask(tasks.QueueClose, a.auth); err != nil {
 		t.Fatal(err)
 	}
-	r = e.c.replayOne(context.Background(), cands[0], ReplayOptions{})
+	r = e.c.replayOne(ctx, auth, ReplayOptions{})
 	if r.outcome != replaySkipped || !strings.Contains(r.msg, "no longer exists") {
 		t.Errorf("result = %+v", r)
 	}
+}
 
-	// The archived copy is still there (its delete failed): the re-enqueue
-	// is refused by the task id, and the task is reported as failed, not lost.
-	p, err := tasks.DecodeClosePayload(e.info(t, a.old).Payload)
+// TestReplayScript drives the script's compare-and-swap directly: it moves
+// a task only if it is still archived with exactly the message read, and
+// a second run of the same move (an answer lost on the way back) reports
+// the move as done instead of failing or moving twice.
+func TestReplayScript(t *testing.T) {
+	e := newEnv(t)
+	a := e.fillArchive(t)
+	ctx := context.Background()
+	rdb := e.srv.Client()
+	run := func(mv replayMove, id string) int64 {
+		t.Helper()
+		n, err := replayScript.Run(ctx, rdb, mv.keys(id), mv.args(id)...).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	mv, res := e.c.prepareReplay(ctx, a.old)
+	if res != nil {
+		t.Fatal(res)
+	}
+	// The task is archived again by a worker between read and move: its
+	// message (error, failure time) differs.
+	stale := mv
+	stale.old = append([]byte(nil), mv.old...)
+	stale.old[len(stale.old)-1] ^= 1
+	if n := run(stale, a.old); n != -1 {
+		t.Errorf("stale message: script = %d, want -1", n)
+	}
+	if info := e.info(t, a.old); info.State != asynq.TaskStateArchived {
+		t.Fatalf("a refused move changed the task: %s", info.State)
+	}
+	if n := run(mv, a.old); n != 1 {
+		t.Errorf("move: script = %d, want 1", n)
+	}
+	if n := run(mv, a.old); n != 2 {
+		t.Errorf("repeated move: script = %d, want 2 (already done)", n)
+	}
+	if n, _ := rdb.LLen(ctx, asynqKey("pending")).Result(); n != 1 {
+		t.Errorf("pending list holds %d ids after a repeated move, want 1", n)
+	}
+	// Marked archived but missing from the archive set: refused, untouched.
+	mv2, res := e.c.prepareReplay(ctx, a.auth)
+	if res != nil {
+		t.Fatal(res)
+	}
+	rdb.ZRem(ctx, asynqKey("archived"), a.auth)
+	if n := run(mv2, a.auth); n != -2 {
+		t.Errorf("inconsistent archive: script = %d, want -2", n)
+	}
+	if st, _ := rdb.HGet(ctx, asynqKey("t:"+a.auth), "state").Result(); st != "archived" {
+		t.Errorf("inconsistent task changed to %s", st)
+	}
+	// Gone: nothing to do.
+	if n := run(mv2, "close:_:out_trade_no:NOPE"); n != 0 {
+		t.Errorf("missing task: script = %d, want 0", n)
+	}
+}
+
+// TestReplayRefusesForeignRecords: archived records replay must not move
+// are reported and left in the archive.
+func TestReplayRefusesForeignRecords(t *testing.T) {
+	e := newEnv(t)
+	w := e.startWorker(t)
+	good, _ := order("F-1", time.Now().Add(-time.Hour))
+	// A payload that belongs to another task id.
+	e.archived(t, w, "close:_:out_trade_no:F-OTHER", mustJSON(t, good), 0, errSystem)
+	// A payload created far in the future: the producer would refuse it.
+	future, futureID := order("F-FUTURE", time.Now().Add(3*time.Hour))
+	e.archived(t, w, futureID, mustJSON(t, future), 0, errSystem)
+	// A close_at beyond the limit.
+	far, farID := order("F-FAR", time.Now().Add(-time.Hour))
+	far.CloseAt = far.CreatedAt.Add(tasks.MaxCloseDelay + time.Hour)
+	e.archived(t, w, farID, mustJSON(t, far), 0, errSystem)
+	w.srv.Shutdown()
+	// A stored message that is not protobuf.
+	rdb := e.srv.Client()
+	ctx := context.Background()
+	badID := "close:_:out_trade_no:F-BAD"
+	rdb.HSet(ctx, asynqKey("t:"+badID), "msg", "\xff\xff\xff", "state", "archived")
+	for _, id := range []string{badID} {
+		mv, res := e.c.prepareReplay(ctx, id)
+		if res == nil || res.outcome != replaySkipped || !strings.Contains(res.msg, "not an asynq") {
+			t.Errorf("%s: prepare = %+v, %+v", id, mv, res)
+		}
+	}
+
+	var errw bytes.Buffer
+	sum, err := e.c.Replay(ctx, ReplayOptions{Filter: ReplayFilter{All: true}, Err: &errw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = e.c.requeue(context.Background(), a.old, p, ReplayOptions{})
-	if r.outcome != replayFailed || !strings.Contains(r.msg, "still archived") {
-		t.Errorf("requeue over the archived copy = %+v", r)
+	if sum.Replayed != 0 || sum.Failed != 0 || sum.Skipped != 3 {
+		t.Errorf("summary = %+v, want 3 skipped", sum)
 	}
-	// The order got a new close task between delete and re-enqueue (the
-	// checkout service enqueued it again): nothing is lost.
-	if err := e.ins.DeleteTask(tasks.QueueClose, a.old); err != nil {
-		t.Fatal(err)
+	for _, want := range []string{
+		"skipped close:_:out_trade_no:F-OTHER: its payload belongs to task close:" + testMchID + ":out_trade_no:F-1",
+		"skipped " + futureID + ": created_at ",
+		"skipped " + farID + ": payload is corrupt (close_at ",
+	} {
+		if !strings.Contains(errw.String(), want) {
+			t.Errorf("Err lacks %q:\n%s", want, errw.String())
+		}
 	}
-	if _, err := e.c.Enqueue(context.Background(), tasks.CloseOrder{OutTradeNo: "R-OLD", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	r = e.c.requeue(context.Background(), a.old, p, ReplayOptions{})
-	if r.outcome != replayedDup || !strings.HasPrefix(r.out, "already scheduled "+a.old+" (scheduled) due ") {
-		t.Errorf("requeue over a new task = %+v", r)
+	if ids := e.archivedIDs(t); len(ids) != 3 {
+		t.Errorf("archive = %v, want the 3 tasks still there", ids)
 	}
 }

@@ -162,6 +162,9 @@ func describePayload(p tasks.ClosePayload) string {
 	add("sub_mchid", p.SubMchID)
 	add("sub_appid", p.SubAppID)
 	add("created_at", formatTime(p.CreatedAt))
+	if !p.CloseAt.IsZero() {
+		add("close_at", formatTime(p.CloseAt))
+	}
 	return strings.Join(parts, " ")
 }
 

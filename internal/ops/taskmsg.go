@@ -1,0 +1,162 @@
+package ops
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// asynq v0.26.0 stores a task as a hash whose "msg" field is the protobuf
+// encoding of its internal TaskMessage (internal/proto/asynq.proto). Replay
+// must rewrite that message inside one Lua script, and asynq's own types are
+// internal, so the few fields replay reads or changes are handled here at
+// the wire level. Field numbers are asynq's.
+const (
+	msgType         protowire.Number = 1
+	msgPayload      protowire.Number = 2
+	msgID           protowire.Number = 3
+	msgQueue        protowire.Number = 4
+	msgRetried      protowire.Number = 6
+	msgErrorMsg     protowire.Number = 7
+	msgUniqueKey    protowire.Number = 10
+	msgLastFailedAt protowire.Number = 11
+	msgGroupKey     protowire.Number = 14
+	msgHeaders      protowire.Number = 15
+
+	// Fields of a map<string,string> entry.
+	entryKey   protowire.Number = 1
+	entryValue protowire.Number = 2
+)
+
+// errBadMsg is wrapped by decodeTaskMsg's errors.
+var errBadMsg = errors.New("stored task message is not an asynq v0.26 TaskMessage")
+
+// taskMsg is the part of asynq's TaskMessage replay looks at. raw is the
+// message as stored, which rewrite starts from so that every field replay
+// does not name (timeout, retention, retry budget, fields added by later
+// asynq versions) survives byte for byte.
+type taskMsg struct {
+	raw       []byte
+	Type      string
+	Payload   []byte
+	ID        string
+	Queue     string
+	UniqueKey string
+	GroupKey  string
+	Headers   map[string]string
+}
+
+// decodeTaskMsg reads the fields of taskMsg from an encoded TaskMessage,
+// checking that the whole message is well-formed protobuf.
+func decodeTaskMsg(raw []byte) (taskMsg, error) {
+	m := taskMsg{raw: raw, Headers: map[string]string{}}
+	err := eachField(raw, func(num protowire.Number, typ protowire.Type, field, value []byte) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		v, n := protowire.ConsumeBytes(value)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		switch num {
+		case msgType:
+			m.Type = string(v)
+		case msgPayload:
+			m.Payload = v
+		case msgID:
+			m.ID = string(v)
+		case msgQueue:
+			m.Queue = string(v)
+		case msgUniqueKey:
+			m.UniqueKey = string(v)
+		case msgGroupKey:
+			m.GroupKey = string(v)
+		case msgHeaders:
+			k, val, err := decodeEntry(v)
+			if err != nil {
+				return err
+			}
+			m.Headers[k] = val // a repeated key: the last wins, as in protobuf
+		}
+		return nil
+	})
+	if err != nil {
+		return taskMsg{}, fmt.Errorf("%w: %v", errBadMsg, err)
+	}
+	return m, nil
+}
+
+// rewriteForReplay returns the message with a fresh retry budget: retried,
+// error_msg and last_failed_at are dropped (proto3 omits zero values, so
+// dropping a field is setting it to zero, exactly what asynq's encoder
+// writes for a new task), and the header key is set to value. Every other
+// field is copied unchanged, in its original order.
+func (m taskMsg) rewriteForReplay(headerKey, headerValue string) []byte {
+	out := make([]byte, 0, len(m.raw)+len(headerKey)+len(headerValue)+8)
+	// m.raw decoded without error in decodeTaskMsg, so eachField cannot
+	// fail here.
+	_ = eachField(m.raw, func(num protowire.Number, typ protowire.Type, field, value []byte) error {
+		switch num {
+		case msgRetried, msgErrorMsg, msgLastFailedAt:
+			return nil
+		case msgHeaders:
+			if typ == protowire.BytesType {
+				v, _ := protowire.ConsumeBytes(value)
+				if k, _, err := decodeEntry(v); err == nil && k == headerKey {
+					return nil
+				}
+			}
+		}
+		out = append(out, field...)
+		return nil
+	})
+	entry := protowire.AppendTag(nil, entryKey, protowire.BytesType)
+	entry = protowire.AppendString(entry, headerKey)
+	entry = protowire.AppendTag(entry, entryValue, protowire.BytesType)
+	entry = protowire.AppendString(entry, headerValue)
+	out = protowire.AppendTag(out, msgHeaders, protowire.BytesType)
+	return protowire.AppendBytes(out, entry)
+}
+
+// eachField calls fn for every top-level field of b with the field's whole
+// encoding (tag and value) and its value alone.
+func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, field, value []byte) error) error {
+	for len(b) > 0 {
+		num, typ, tagLen := protowire.ConsumeTag(b)
+		if tagLen < 0 {
+			return protowire.ParseError(tagLen)
+		}
+		valLen := protowire.ConsumeFieldValue(num, typ, b[tagLen:])
+		if valLen < 0 {
+			return protowire.ParseError(valLen)
+		}
+		n := tagLen + valLen
+		if err := fn(num, typ, b[:n], b[tagLen:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// decodeEntry reads one map<string,string> entry.
+func decodeEntry(b []byte) (key, value string, err error) {
+	err = eachField(b, func(num protowire.Number, typ protowire.Type, _, v []byte) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		s, n := protowire.ConsumeString(v)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		switch num {
+		case entryKey:
+			key = s
+		case entryValue:
+			value = s
+		}
+		return nil
+	})
+	return key, value, err
+}
