@@ -9,7 +9,11 @@
 //	              sandbox, generated keys and a handful of demo orders
 //
 // Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 if the worker
-// cannot start or fails, 2 for an invalid configuration or flags.
+// cannot start or fails for another reason (Redis unreachable, the HTTP
+// address taken), 2 for invalid flags or an invalid configuration: a bad or
+// missing variable, an unusable key file, or keys WeChat Pay refuses at
+// start. Every configuration message names the environment variable and
+// never contains a secret.
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 	"github.com/wxclose/wxclose/internal/devmode"
 	"github.com/wxclose/wxclose/internal/logging"
 	"github.com/wxclose/wxclose/internal/worker"
+	"github.com/wxclose/wxclose/wechat"
 )
 
 func main() {
@@ -72,6 +77,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	w, err := worker.New(worker.Options{Config: cfg, Logger: log})
 	if err != nil {
+		// Problems found once the key files are read or WeChat Pay is asked
+		// (a key it refuses) are configuration errors too.
+		if errors.Is(err, config.ErrInvalid) || errors.Is(err, wechat.ErrInvalidConfig) {
+			fmt.Fprintf(stderr, "worker: configuration is invalid:\n%v\n", err)
+			return 2
+		}
 		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -15,16 +17,39 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/wxclose/wxclose/internal/redisurl"
 	"github.com/wxclose/wxclose/retry"
+	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
 )
 
-// Defaults for settings left unset.
+// Defaults for settings left unset that belong to the worker alone. The
+// retry, margin and timeout defaults are those of the packages that use them
+// (retry, tasks, wechat), so they are defined there once.
 const (
 	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
 	DefaultConcurrency = 20
 	DefaultHTTPAddr    = "127.0.0.1:8080"
 )
+
+// ErrInvalid is wrapped by every configuration error: Load's, WeChat's and
+// NewCloser's. cmd/worker exits with status 2 on it.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Error is one configuration problem. Its text starts with the environment
+// variable the operator set and never contains a secret.
+type Error struct {
+	// Variable is the environment variable (or variables, joined by "/"),
+	// e.g. "WECHATPAY_BASE_URL".
+	Variable string
+	// Reason completes the sentence, e.g. "must use https".
+	Reason string
+}
+
+func (e *Error) Error() string { return e.Variable + " " + e.Reason }
+
+// Unwrap returns ErrInvalid.
+func (e *Error) Unwrap() error { return ErrInvalid }
 
 // Worker is the whole configuration of cmd/worker. Load fills every field;
 // the comments give the variable and its default.
@@ -32,11 +57,11 @@ type Worker struct {
 	RedisURL    string             // REDIS_URL, default redis://127.0.0.1:6379/0
 	Redis       asynq.RedisConnOpt // parsed from RedisURL
 	WeChatAPI   wechat.APIVersion  // WECHATPAY_API: v3 (default) or v2
-	BaseURL     string             // WECHATPAY_BASE_URL, default https://apihk.mch.weixin.qq.com
+	BaseURL     string             // WECHATPAY_BASE_URL, default wechat.DefaultBaseURL; never has user information
 	PathStyle   wechat.PathStyle   // WECHATPAY_PATH_STYLE: global (default) or hk
 	MchID       string             // WECHATPAY_MCHID, required
 	AppID       string             // WECHATPAY_APPID, required for v2
-	HTTPTimeout time.Duration      // WECHATPAY_TIMEOUT, default 30s
+	HTTPTimeout time.Duration      // WECHATPAY_TIMEOUT; if zero (unset), wechat's default (30 s)
 
 	// API v3.
 	PrivateKeyFile   string   // WECHATPAY_MCH_PRIVATE_KEY_FILE
@@ -51,10 +76,10 @@ type Worker struct {
 	SignType wechat.SignType // WECHATPAY_SIGN_TYPE: HMAC-SHA256 (default) or MD5
 
 	Concurrency int           // WXCLOSE_CONCURRENCY, default 20
-	Retry       retry.Policy  // WXCLOSE_RETRY_INITIAL (10s), WXCLOSE_RETRY_MAX (10m)
-	MaxRetry    int           // WXCLOSE_MAX_RETRY, default 20
+	Retry       retry.Policy  // WXCLOSE_RETRY_INITIAL (retry.DefaultInitial), WXCLOSE_RETRY_MAX (retry.DefaultMax)
+	MaxRetry    int           // WXCLOSE_MAX_RETRY, default tasks.DefaultMaxRetry
 	HTTPAddr    string        // WXCLOSE_HTTP_ADDR, default 127.0.0.1:8080
-	CloseMargin time.Duration // WXCLOSE_CLOSE_MARGIN, default 1s, never negative
+	CloseMargin time.Duration // WXCLOSE_CLOSE_MARGIN, default tasks.DefaultCloseMargin, never negative
 	LogLevel    zerolog.Level // WXCLOSE_LOG_LEVEL, default info
 	LogFormat   string        // WXCLOSE_LOG_FORMAT: auto (default: console on a terminal, else json), json, console
 
@@ -75,24 +100,25 @@ func Load(getenv func(string) string) (Worker, error) {
 		PathStyle:   wechat.PathStyle(strings.ToLower(r.str("WECHATPAY_PATH_STYLE", string(wechat.PathGlobal)))),
 		MchID:       r.str("WECHATPAY_MCHID", ""),
 		AppID:       r.str("WECHATPAY_APPID", ""),
-		HTTPTimeout: r.duration("WECHATPAY_TIMEOUT", 30*time.Second),
+		HTTPTimeout: r.duration("WECHATPAY_TIMEOUT", 0),
 
 		PrivateKeyFile: r.str("WECHATPAY_MCH_PRIVATE_KEY_FILE", ""),
-		CertSerial:     strings.ToUpper(r.str("WECHATPAY_MCH_CERT_SERIAL", "")),
-		PublicKeyFile:  r.str("WECHATPAY_PUBLIC_KEY_FILE", ""),
-		PublicKeyID:    r.str("WECHATPAY_PUBLIC_KEY_ID", ""),
-		APIv3Key:       r.str("WECHATPAY_APIV3_KEY", ""),
-		APIKey:         r.str("WECHATPAY_API_KEY", ""),
-		SignType:       wechat.SignType(strings.ToUpper(r.str("WECHATPAY_SIGN_TYPE", string(wechat.SignHMACSHA256)))),
+		// `openssl x509 -noout -serial` prints "serial=...": accept it as is.
+		CertSerial:    strings.ToUpper(strings.TrimPrefix(r.str("WECHATPAY_MCH_CERT_SERIAL", ""), "serial=")),
+		PublicKeyFile: r.str("WECHATPAY_PUBLIC_KEY_FILE", ""),
+		PublicKeyID:   r.str("WECHATPAY_PUBLIC_KEY_ID", ""),
+		APIv3Key:      r.str("WECHATPAY_APIV3_KEY", ""),
+		APIKey:        r.str("WECHATPAY_API_KEY", ""),
+		SignType:      wechat.SignType(strings.ToUpper(r.str("WECHATPAY_SIGN_TYPE", string(wechat.SignHMACSHA256)))),
 
 		Concurrency: r.positiveInt("WXCLOSE_CONCURRENCY", DefaultConcurrency),
 		Retry: retry.Policy{
-			Initial: r.duration("WXCLOSE_RETRY_INITIAL", 10*time.Second),
-			Max:     r.duration("WXCLOSE_RETRY_MAX", 10*time.Minute),
+			Initial: r.duration("WXCLOSE_RETRY_INITIAL", retry.DefaultInitial),
+			Max:     r.duration("WXCLOSE_RETRY_MAX", retry.DefaultMax),
 		},
-		MaxRetry:    r.positiveInt("WXCLOSE_MAX_RETRY", 20),
+		MaxRetry:    r.positiveInt("WXCLOSE_MAX_RETRY", tasks.DefaultMaxRetry),
 		HTTPAddr:    r.str("WXCLOSE_HTTP_ADDR", DefaultHTTPAddr),
-		CloseMargin: r.duration("WXCLOSE_CLOSE_MARGIN", time.Second),
+		CloseMargin: r.duration("WXCLOSE_CLOSE_MARGIN", tasks.DefaultCloseMargin),
 		LogFormat:   strings.ToLower(r.str("WXCLOSE_LOG_FORMAT", "auto")),
 
 		UI:         r.boolean("WXCLOSE_UI", true),
@@ -106,11 +132,13 @@ func Load(getenv func(string) string) (Worker, error) {
 		}
 	}
 
-	if opt, err := asynq.ParseRedisURI(w.RedisURL); err != nil {
-		r.fail("REDIS_URL", "is not a Redis URL (redis://, rediss://, redis-socket:// or redis-sentinel://): %v", err)
+	if opt, err := redisurl.Parse(w.RedisURL); err != nil {
+		// Never quote the URL: it may hold the password.
+		r.fail("REDIS_URL", "is %v", err)
 	} else {
 		w.Redis = opt
 	}
+	w.checkBaseURL(&r)
 	lvl, err := zerolog.ParseLevel(strings.ToLower(r.str("WXCLOSE_LOG_LEVEL", "info")))
 	if err != nil || lvl == zerolog.NoLevel {
 		r.fail("WXCLOSE_LOG_LEVEL", "must be one of trace, debug, info, warn, error")
@@ -122,22 +150,22 @@ func Load(getenv func(string) string) (Worker, error) {
 	default:
 		r.fail("WXCLOSE_LOG_FORMAT", "must be auto, json or console, not %q", w.LogFormat)
 	}
+	// Zero means wechat's default only when unset; written out, it is a
+	// mistake.
+	if _, err := time.ParseDuration(r.str("WECHATPAY_TIMEOUT", "")); err == nil && w.HTTPTimeout <= 0 {
+		r.fail("WECHATPAY_TIMEOUT", "must be a positive duration such as 30s, not %s", w.HTTPTimeout)
+	}
 	if w.CloseMargin < 0 {
 		r.fail("WXCLOSE_CLOSE_MARGIN", "must not be negative (it is added after creation + 5 minutes)")
 	}
 	if err := w.Retry.Validate(); err != nil {
 		r.fail("WXCLOSE_RETRY_INITIAL/WXCLOSE_RETRY_MAX", "%v", err)
 	}
-	if _, _, err := net.SplitHostPort(w.HTTPAddr); err != nil {
-		r.fail("WXCLOSE_HTTP_ADDR", "must be host:port, e.g. 127.0.0.1:8080: %v", err)
-	}
-	if (w.UIUser == "") != (w.UIPassword == "") {
-		r.fail("WXCLOSE_UI_USER/WXCLOSE_UI_PASSWORD", "set both or neither")
-	}
+	w.checkHTTP(&r)
 	if w.MchID == "" {
 		r.fail("WECHATPAY_MCHID", "is required (the merchant id, or the institution's in institutional mode)")
-	} else if !allDigits(w.MchID) {
-		r.fail("WECHATPAY_MCHID", "must be digits")
+	} else if !allDigits(w.MchID) || len(w.MchID) > 32 {
+		r.fail("WECHATPAY_MCHID", "must be 1 to 32 digits")
 	}
 
 	switch w.WeChatAPI {
@@ -151,6 +179,64 @@ func Load(getenv func(string) string) (Worker, error) {
 	return w, errors.Join(r.errs...)
 }
 
+// checkBaseURL applies wechat's rules for Config.BaseURL here, so that a bad
+// value is reported with the others, before anything is logged, and without
+// quoting user information (which may be a password).
+func (w *Worker) checkBaseURL(r *reader) {
+	const name = "WECHATPAY_BASE_URL"
+	u, err := url.Parse(w.BaseURL)
+	switch {
+	case err != nil:
+		r.fail(name, "is not a URL (expected e.g. %s)", wechat.DefaultBaseURL)
+	case u.User != nil:
+		r.fail(name, "must not contain user information (user:password@); WeChat Pay authenticates by signature")
+		// Keep the rejected value out of every later message and log.
+		w.BaseURL = redisurl.Redact(w.BaseURL)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(w.BaseURL, "#"):
+		r.fail(name, "must be scheme, host and optional path only, without query or fragment")
+		w.BaseURL = redisurl.Redact(w.BaseURL)
+	case u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		r.fail(name, "%q must be an absolute https:// URL such as %s", redisurl.Redact(w.BaseURL), wechat.DefaultBaseURL)
+	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
+		r.fail(name, "%q must use https; plain http is only allowed for loopback hosts (the sandbox)", redisurl.Redact(w.BaseURL))
+	}
+}
+
+// checkHTTP checks the HTTP address and the dashboard's credentials with the
+// rules dashboard.New enforces, so they are reported as configuration errors.
+func (w *Worker) checkHTTP(r *reader) {
+	host, _, err := net.SplitHostPort(w.HTTPAddr)
+	if err != nil {
+		r.fail("WXCLOSE_HTTP_ADDR", "must be host:port, e.g. 127.0.0.1:8080: %v", err)
+		return
+	}
+	if !w.UI {
+		return
+	}
+	switch auth := w.UIUser != "" || w.UIPassword != ""; {
+	case auth && (w.UIUser == "" || w.UIPassword == ""):
+		r.fail("WXCLOSE_UI_USER/WXCLOSE_UI_PASSWORD", "set both or neither")
+	case strings.Contains(w.UIUser, ":"):
+		// RFC 7617: a user-id cannot contain a colon; no browser could log in.
+		r.fail("WXCLOSE_UI_USER", "must not contain ':'")
+	case !auth && !IsLoopbackHost(host):
+		r.fail("WXCLOSE_UI_USER/WXCLOSE_UI_PASSWORD",
+			"are required when the dashboard is reachable from other machines (WXCLOSE_HTTP_ADDR %q): set both, bind WXCLOSE_HTTP_ADDR to loopback (e.g. 127.0.0.1:8080), or set WXCLOSE_UI=false",
+			w.HTTPAddr)
+	}
+}
+
+// IsLoopbackHost reports whether host (a host name or IP address without
+// port or brackets) only accepts connections from this machine. An empty
+// host (":8080") listens on every interface and is not loopback.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
 func (w *Worker) checkV3(r *reader) {
 	switch w.PathStyle {
 	case wechat.PathGlobal, wechat.PathHK:
@@ -162,6 +248,8 @@ func (w *Worker) checkV3(r *reader) {
 	}
 	if w.CertSerial == "" {
 		r.fail("WECHATPAY_MCH_CERT_SERIAL", "is required for API v3 (openssl x509 -noout -serial -in apiclient_cert.pem)")
+	} else if !isHex(w.CertSerial) || len(w.CertSerial) > 64 {
+		r.fail("WECHATPAY_MCH_CERT_SERIAL", "must be the certificate serial in hex (openssl x509 -noout -serial -in apiclient_cert.pem)")
 	}
 	if len(w.PlatformCertFile) == 0 && w.PublicKeyFile == "" && w.APIv3Key == "" {
 		r.fail("WECHATPAY_PLATFORM_CERT_FILE", "or WECHATPAY_PUBLIC_KEY_FILE with WECHATPAY_PUBLIC_KEY_ID, or WECHATPAY_APIV3_KEY is required to verify WeChat Pay's responses")
@@ -169,8 +257,8 @@ func (w *Worker) checkV3(r *reader) {
 	if (w.PublicKeyFile == "") != (w.PublicKeyID == "") {
 		r.fail("WECHATPAY_PUBLIC_KEY_ID", "and WECHATPAY_PUBLIC_KEY_FILE must be set together")
 	}
-	if w.PublicKeyID != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_") {
-		r.fail("WECHATPAY_PUBLIC_KEY_ID", "must start with PUB_KEY_ID_")
+	if w.PublicKeyID != "" && (!strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_") || !safeID(w.PublicKeyID)) {
+		r.fail("WECHATPAY_PUBLIC_KEY_ID", "must start with PUB_KEY_ID_ and contain only letters, digits, '_' and '-'")
 	}
 	if w.APIv3Key != "" && len(w.APIv3Key) != 32 {
 		r.fail("WECHATPAY_APIV3_KEY", "must be 32 characters (it has %d)", len(w.APIv3Key))
@@ -180,9 +268,13 @@ func (w *Worker) checkV3(r *reader) {
 func (w *Worker) checkV2(r *reader) {
 	if w.AppID == "" {
 		r.fail("WECHATPAY_APPID", "is required for API v2")
+	} else if !safeID(w.AppID) {
+		r.fail("WECHATPAY_APPID", "must be 1 to 64 letters, digits, '_' or '-'")
 	}
 	if w.APIKey == "" {
 		r.fail("WECHATPAY_API_KEY", "is required for API v2 (the 32-character key from the merchant platform)")
+	} else if len(w.APIKey) != 32 {
+		r.fail("WECHATPAY_API_KEY", "must be 32 characters (it has %d); check for pasted whitespace or quotes", len(w.APIKey))
 	}
 	switch w.SignType {
 	case wechat.SignHMACSHA256, wechat.SignMD5:
@@ -192,7 +284,7 @@ func (w *Worker) checkV2(r *reader) {
 }
 
 // WeChat loads the key files and returns the client configuration. Errors
-// name the variable whose file could not be used.
+// are *Error naming the variable whose file could not be used.
 func (w Worker) WeChat() (wechat.Config, error) {
 	cfg := wechat.Config{
 		API: w.WeChatAPI, BaseURL: w.BaseURL, MchID: w.MchID, Timeout: w.HTTPTimeout,
@@ -205,21 +297,80 @@ func (w Worker) WeChat() (wechat.Config, error) {
 	}
 	var err error
 	if cfg.PrivateKey, err = wechat.LoadPrivateKeyFile(w.PrivateKeyFile); err != nil {
-		return cfg, fmt.Errorf("WECHATPAY_MCH_PRIVATE_KEY_FILE: %w", err)
+		return cfg, fileError("WECHATPAY_MCH_PRIVATE_KEY_FILE", err)
 	}
 	for _, f := range w.PlatformCertFile {
 		certs, err := wechat.LoadCertificatesFile(f)
 		if err != nil {
-			return cfg, fmt.Errorf("WECHATPAY_PLATFORM_CERT_FILE: %w", err)
+			return cfg, fileError("WECHATPAY_PLATFORM_CERT_FILE", err)
 		}
 		cfg.PlatformCerts = append(cfg.PlatformCerts, certs...)
 	}
 	if w.PublicKeyFile != "" {
 		if cfg.PublicKey, err = wechat.LoadPublicKeyFile(w.PublicKeyFile); err != nil {
-			return cfg, fmt.Errorf("WECHATPAY_PUBLIC_KEY_FILE: %w", err)
+			return cfg, fileError("WECHATPAY_PUBLIC_KEY_FILE", err)
 		}
 	}
 	return cfg, nil
+}
+
+// NewCloser loads the key files and builds the WeChat Pay client with hooks.
+// Its errors wrap ErrInvalid and name environment variables, not
+// wechat.Config fields (see WeChatError).
+func (w Worker) NewCloser(hooks wechat.Hooks) (wechat.Closer, error) {
+	cfg, err := w.WeChat()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Hooks = hooks
+	c, err := wechat.New(cfg)
+	if err != nil {
+		return nil, WeChatError(err)
+	}
+	return c, nil
+}
+
+// variables maps wechat.Config fields to the environment variables that
+// set them.
+var variables = map[string]string{
+	"API":           "WECHATPAY_API",
+	"BaseURL":       "WECHATPAY_BASE_URL",
+	"PathStyle":     "WECHATPAY_PATH_STYLE",
+	"MchID":         "WECHATPAY_MCHID",
+	"AppID":         "WECHATPAY_APPID",
+	"Timeout":       "WECHATPAY_TIMEOUT",
+	"PrivateKey":    "WECHATPAY_MCH_PRIVATE_KEY_FILE",
+	"CertSerial":    "WECHATPAY_MCH_CERT_SERIAL",
+	"PlatformCerts": "WECHATPAY_PLATFORM_CERT_FILE",
+	"PublicKey":     "WECHATPAY_PUBLIC_KEY_FILE",
+	"PublicKeyID":   "WECHATPAY_PUBLIC_KEY_ID",
+	"APIv3Key":      "WECHATPAY_APIV3_KEY",
+	"APIKey":        "WECHATPAY_API_KEY",
+	"SignType":      "WECHATPAY_SIGN_TYPE",
+}
+
+// WeChatError turns an error of wechat.New into a configuration error that
+// names the environment variable behind the wechat.Config field. Any error
+// wrapping wechat.ErrInvalidConfig becomes one (wrapping ErrInvalid); other
+// errors are returned unchanged.
+func WeChatError(err error) error {
+	var ce *wechat.ConfigError
+	if errors.As(err, &ce) {
+		if v, ok := variables[ce.Field]; ok {
+			return &Error{Variable: v, Reason: ce.Reason}
+		}
+		// A field no variable sets (UserAgent, HTTPClient, ...) is the
+		// worker's own doing; say which.
+		return &Error{Variable: "wechat.Config." + ce.Field, Reason: ce.Reason + " (set by the worker, not by a variable: please report it)"}
+	}
+	if errors.Is(err, wechat.ErrInvalidConfig) {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return err
+}
+
+func fileError(name string, err error) error {
+	return &Error{Variable: name, Reason: "cannot be used: " + err.Error()}
 }
 
 // String describes the configuration for the startup log, with every secret
@@ -231,9 +382,16 @@ func (w Worker) String() string {
 		}
 		return "set"
 	}
-	return fmt.Sprintf("api=%s base_url=%s mchid=%s concurrency=%d max_retry=%d retry=%s..%s close_margin=%s http_addr=%s"+
+	timeout := "default"
+	if w.HTTPTimeout > 0 {
+		timeout = w.HTTPTimeout.String()
+	}
+	// URLs go through Redact even though Load rejects user information in
+	// the base URL: String must be safe on any Worker.
+	return fmt.Sprintf("redis=%s api=%s base_url=%s mchid=%s timeout=%s concurrency=%d max_retry=%d retry=%s..%s close_margin=%s http_addr=%s"+
 		" platform_certs=%d public_key_id=%q apiv3_key=%s api_key=%s ui=%t ui_auth=%s",
-		w.WeChatAPI, w.BaseURL, w.MchID, w.Concurrency, w.MaxRetry, w.Retry.Initial, w.Retry.Max, w.CloseMargin, w.HTTPAddr,
+		redisurl.Redact(w.RedisURL), w.WeChatAPI, redisurl.Redact(w.BaseURL), w.MchID, timeout, w.Concurrency, w.MaxRetry,
+		w.Retry.Initial, w.Retry.Max, w.CloseMargin, w.HTTPAddr,
 		len(w.PlatformCertFile), w.PublicKeyID, set(w.APIv3Key), set(w.APIKey), w.UI, set(w.UIPassword))
 }
 
@@ -243,7 +401,7 @@ type reader struct {
 }
 
 func (r *reader) fail(name, format string, args ...any) {
-	r.errs = append(r.errs, fmt.Errorf("%s %s", name, fmt.Sprintf(format, args...)))
+	r.errs = append(r.errs, &Error{Variable: name, Reason: fmt.Sprintf(format, args...)})
 }
 
 func (r *reader) str(name, def string) string {
@@ -299,4 +457,29 @@ func allDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// safeID is wechat's rule for merchant, app and key ids: 1 to 64 letters,
+// digits, '_' or '-'.
+func safeID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -5,14 +5,19 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/wxclose/wxclose/retry"
+	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
 )
 
@@ -42,14 +47,16 @@ func TestLoadDefaults(t *testing.T) {
 		{"WeChatAPI", w.WeChatAPI, wechat.APIv3},
 		{"BaseURL", w.BaseURL, wechat.DefaultBaseURL},
 		{"PathStyle", w.PathStyle, wechat.PathGlobal},
-		{"HTTPTimeout", w.HTTPTimeout, 30 * time.Second},
+		// Zero: wechat's own default applies; not repeated here.
+		{"HTTPTimeout", w.HTTPTimeout, time.Duration(0)},
 		{"CertSerial upper-cased", w.CertSerial, "1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C"},
 		{"Concurrency", w.Concurrency, 20},
-		{"Retry.Initial", w.Retry.Initial, 10 * time.Second},
-		{"Retry.Max", w.Retry.Max, 10 * time.Minute},
-		{"MaxRetry", w.MaxRetry, 20},
+		// Defaults defined once, by the packages that use them.
+		{"Retry.Initial", w.Retry.Initial, retry.DefaultInitial},
+		{"Retry.Max", w.Retry.Max, retry.DefaultMax},
+		{"MaxRetry", w.MaxRetry, tasks.DefaultMaxRetry},
 		{"HTTPAddr", w.HTTPAddr, "127.0.0.1:8080"},
-		{"CloseMargin", w.CloseMargin, time.Second},
+		{"CloseMargin", w.CloseMargin, tasks.DefaultCloseMargin},
 		{"LogLevel", w.LogLevel, zerolog.InfoLevel},
 		{"LogFormat", w.LogFormat, "auto"},
 		{"SignType", w.SignType, wechat.SignHMACSHA256},
@@ -97,6 +104,21 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"v2 without key", map[string]string{"WECHATPAY_API": "v2", "WECHATPAY_APPID": "wx1"}, nil, "WECHATPAY_API_KEY"},
 		{"v2 without appid", map[string]string{"WECHATPAY_API": "v2", "WECHATPAY_API_KEY": "k"}, nil, "WECHATPAY_APPID"},
 		{"v2 bad sign type", map[string]string{"WECHATPAY_API": "v2", "WECHATPAY_APPID": "wx1", "WECHATPAY_API_KEY": "k", "WECHATPAY_SIGN_TYPE": "SHA1"}, nil, "WECHATPAY_SIGN_TYPE"},
+		// Issue 7 defect 8: these were left to wechat.New or dashboard.New,
+		// exited 1 and named Config.X.
+		{"v2 key of the wrong length", map[string]string{"WECHATPAY_API": "v2", "WECHATPAY_APPID": "wx1", "WECHATPAY_API_KEY": "0123456789abcdef0123456789abcde"}, nil, "WECHATPAY_API_KEY"},
+		{"v2 bad app id", map[string]string{"WECHATPAY_API": "v2", "WECHATPAY_APPID": "wx 1", "WECHATPAY_API_KEY": testAPIv3Key}, nil, "WECHATPAY_APPID"},
+		{"plain http base url", map[string]string{"WECHATPAY_BASE_URL": "http://apihk.mch.weixin.qq.com"}, nil, "WECHATPAY_BASE_URL"},
+		{"relative base url", map[string]string{"WECHATPAY_BASE_URL": "apihk.mch.weixin.qq.com"}, nil, "WECHATPAY_BASE_URL"},
+		{"base url with query", map[string]string{"WECHATPAY_BASE_URL": "https://apihk.mch.weixin.qq.com/?a=b"}, nil, "WECHATPAY_BASE_URL"},
+		{"negative timeout", map[string]string{"WECHATPAY_TIMEOUT": "-5s"}, nil, "WECHATPAY_TIMEOUT"},
+		{"zero timeout", map[string]string{"WECHATPAY_TIMEOUT": "0s"}, nil, "WECHATPAY_TIMEOUT"},
+		{"colon in ui user", map[string]string{"WXCLOSE_UI_USER": "ops:team", "WXCLOSE_UI_PASSWORD": "pw"}, nil, "WXCLOSE_UI_USER"},
+		{"ui without credentials on all interfaces", map[string]string{"WXCLOSE_HTTP_ADDR": "0.0.0.0:8080"}, nil, "WXCLOSE_UI_USER"},
+		{"ui without credentials, empty host", map[string]string{"WXCLOSE_HTTP_ADDR": ":8080"}, nil, "WXCLOSE_UI_PASSWORD"},
+		{"bad cert serial", map[string]string{"WECHATPAY_MCH_CERT_SERIAL": "not-hex"}, nil, "WECHATPAY_MCH_CERT_SERIAL"},
+		{"mchid too long", map[string]string{"WECHATPAY_MCHID": strings.Repeat("1", 33)}, nil, "WECHATPAY_MCHID"},
+		{"bad public key id characters", map[string]string{"WECHATPAY_PUBLIC_KEY_FILE": "/k.pem", "WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_\"x"}, nil, "WECHATPAY_PUBLIC_KEY_ID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +132,12 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 			_, err := Load(envOf(env))
 			if err == nil || !strings.Contains(err.Error(), tt.wantVar) {
 				t.Fatalf("Load() error = %v, want one naming %s", err, tt.wantVar)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("Load() error %v does not wrap ErrInvalid", err)
+			}
+			if strings.Contains(err.Error(), "Config.") {
+				t.Errorf("Load() error names a Go field instead of the variable: %v", err)
 			}
 			if strings.Contains(err.Error(), testAPIv3Key) {
 				t.Fatalf("error reveals the APIv3 key: %v", err)
@@ -187,5 +215,120 @@ func TestWeChatLoadsKeyFiles(t *testing.T) {
 				t.Fatalf("WeChat() error = %v, want one naming %s", err, tt.variable)
 			}
 		})
+	}
+}
+
+// TestSecretsNeverInLoadOutput is the regression test for issue 7 defect 7:
+// a REDIS_URL that does not parse was quoted with its password (or the part
+// before a '#'), and a WECHATPAY_BASE_URL with user information reached the
+// startup log before wechat.New rejected it.
+func TestSecretsNeverInLoadOutput(t *testing.T) {
+	const secret = "Hu7nter2Secret"
+	tests := []struct {
+		name, variable, value string
+		wantErr               bool
+	}{
+		{"redis password with '#'", "REDIS_URL", "redis://:" + secret[:5] + "#" + secret[5:] + "@10.0.0.5:6379/0", true},
+		{"redis password with '/'", "REDIS_URL", "redis://:" + secret + "/x@10.0.0.5:6379/0", true},
+		{"redis password, bad escape", "REDIS_URL", "redis://:" + secret + "%zz@10.0.0.5:6379/0", true},
+		{"redis password, bad db", "REDIS_URL", "redis://:" + secret + "@10.0.0.5:6379/zero", true},
+		{"redis password as the whole value", "REDIS_URL", secret, true},
+		{"valid redis url with password", "REDIS_URL", "redis://:" + secret + "@10.0.0.5:6379/0", false},
+		{"base url with user information", "WECHATPAY_BASE_URL", "https://merchant:" + secret + "@apihk.mch.weixin.qq.com", true},
+		{"base url with user information and http", "WECHATPAY_BASE_URL", "http://" + secret + "@example.com", true},
+		{"base url with a token in the query", "WECHATPAY_BASE_URL", "https://apihk.mch.weixin.qq.com/?token=" + secret, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validV3()
+			env[tt.variable] = tt.value
+			w, err := Load(envOf(env))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Load() error = %v, want error %t", err, tt.wantErr)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), tt.variable) {
+					t.Errorf("error does not name %s: %v", tt.variable, err)
+				}
+				if strings.Contains(err.Error(), secret[:5]) || strings.Contains(err.Error(), secret[5:]) {
+					t.Errorf("error reveals the secret: %v", err)
+				}
+			}
+			if s := w.String(); strings.Contains(s, secret[:5]) || strings.Contains(s, secret[5:]) {
+				t.Errorf("String() reveals the secret: %s", s)
+			}
+		})
+	}
+}
+
+func TestStringShowsRedactedURLs(t *testing.T) {
+	env := validV3()
+	env["REDIS_URL"] = "redis://:pw-0123@10.0.0.5:6379/2"
+	w, err := Load(envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := w.String(); !strings.Contains(s, "redis=redis://xxxxx@10.0.0.5:6379/2") || strings.Contains(s, "pw-0123") {
+		t.Fatalf("String() = %s", s)
+	}
+}
+
+func TestCertSerialFromOpenSSL(t *testing.T) {
+	env := validV3()
+	env["WECHATPAY_MCH_CERT_SERIAL"] = "serial=1dde55ad98ed71d6"
+	w, err := Load(envOf(env))
+	if err != nil || w.CertSerial != "1DDE55AD98ED71D6" {
+		t.Fatalf("CertSerial = %q, %v", w.CertSerial, err)
+	}
+}
+
+// TestWeChatErrorNamesTheVariable covers the errors wechat.New returns for
+// values Load cannot judge (key contents) or rules it does not repeat: each
+// must name the variable, not the Config field, and wrap ErrInvalid.
+func TestWeChatErrorNamesTheVariable(t *testing.T) {
+	for field, variable := range variables {
+		if _, ok := reflect.TypeFor[wechat.Config]().FieldByName(field); !ok {
+			t.Errorf("variables maps %s, which is not a wechat.Config field", field)
+		}
+		err := WeChatError(&wechat.ConfigError{Field: field, Reason: "is wrong"})
+		if !errors.Is(err, ErrInvalid) || err.Error() != variable+" is wrong" {
+			t.Errorf("WeChatError(%s) = %v, want %q wrapping ErrInvalid", field, err, variable+" is wrong")
+		}
+	}
+	if err := WeChatError(&wechat.ConfigError{Field: "UserAgent", Reason: "must be a single line"}); !errors.Is(err, ErrInvalid) ||
+		!strings.Contains(err.Error(), "UserAgent must be a single line") {
+		t.Errorf("unmapped field: %v", err)
+	}
+	if err := WeChatError(fmt.Errorf("x: %w", wechat.ErrInvalidConfig)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("plain ErrInvalidConfig: %v does not wrap ErrInvalid", err)
+	}
+	other := errors.New("network down")
+	if err := WeChatError(other); err != other {
+		t.Errorf("other errors must pass unchanged, got %v", err)
+	}
+
+	// A real one: a 1024-bit merchant key passes Load (it only names a
+	// file) and is refused by wechat.New.
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "apiclient_key.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := validV3()
+	env["WECHATPAY_MCH_PRIVATE_KEY_FILE"] = keyFile
+	w, err := Load(envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.NewCloser(wechat.Hooks{})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "WECHATPAY_MCH_PRIVATE_KEY_FILE") || strings.Contains(err.Error(), "Config.") {
+		t.Fatalf("NewCloser() error = %v, want one naming WECHATPAY_MCH_PRIVATE_KEY_FILE", err)
 	}
 }

@@ -171,15 +171,10 @@ func (d *Dashboard) Describe() string {
 }
 
 // isLoopbackHost reports whether host (from host:port, without brackets) can
-// only be reached from this machine. Other names are not resolved: what they
-// resolve to can change after the check.
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
+// only be reached from this machine, by the rule config.Load also applies.
+// Other names are not resolved: what they resolve to can change after the
+// check.
+func isLoopbackHost(host string) bool { return config.IsLoopbackHost(host) }
 
 // basicAuth requires user and password. Both are compared in constant time
 // over SHA-256 digests, so neither their content nor their length leaks

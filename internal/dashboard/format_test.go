@@ -23,9 +23,11 @@ func TestFormatPayload(t *testing.T) {
 		{"close, institutional, by transaction id", tasks.TypeClose,
 			`{"transaction_id":"4200000000202611220000000001","mchid":"1900000100","sub_mchid":"1900000109","sub_appid":"wx8888888888888888","created_at":"2026-11-22T10:00:00Z"}`,
 			"order transaction_id=4200000000202611220000000001 mchid=1900000100 sub_mchid=1900000109 sub_appid=wx8888888888888888 created 2026-11-22T10:00:00Z (close due after 10:05:00Z)"},
-		{"close with unknown fields hides them", tasks.TypeClose,
+		// Unknown fields make a close payload invalid (the worker archives
+		// it, issue 7 defect 5); their values are never shown.
+		{"close with unknown fields is invalid and hides them", tasks.TypeClose,
 			`{"out_trade_no":"ORDER-1","created_at":"2026-11-22T10:00:00Z","api_key":"0123456789abcdef0123456789abcdef"}`,
-			"order out_trade_no=ORDER-1 created 2026-11-22T10:00:00Z (close due after 10:05:00Z)"},
+			"invalid payload (107 bytes)"},
 		{"close that is not JSON", tasks.TypeClose, `-----BEGIN PRIVATE KEY-----`, "invalid payload (27 bytes)"},
 		{"close that fails validation", tasks.TypeClose, `{"out_trade_no":"bad order <script>","created_at":"2026-11-22T10:00:00Z"}`, "invalid payload (73 bytes)"},
 		{"close without created_at", tasks.TypeClose, `{"out_trade_no":"ORDER-1"}`, "invalid payload (26 bytes)"},

@@ -14,13 +14,22 @@
 //     unknown outcome becomes "other", so a misbehaving peer cannot create
 //     unbounded series.
 //   - wxclose_retries_total{reason}: attempts that will run again (retry,
-//     rate_limited, postponed).
+//     rate_limited, postponed, possibly_early).
 //   - wxclose_wechat_request_duration_seconds{api}: Close Order call latency.
 //   - wxclose_schedule_lateness_seconds: how long after its due time a task
 //     started (first run only); early starts count as 0 here and in
 //     wxclose_schedule_early_starts_total.
 //   - wxclose_reconciliation_enqueued_total: paid orders handed to the
 //     reconciliation queue.
+//   - wxclose_close_confirmations_total{outcome}: attempts whose final-looking
+//     Close Order answer was unsigned and whose outcome came from a signed
+//     Query Order answer (tasks.Attempt.Confirmed), by the outcome reached.
+//   - wxclose_certificate_refresh_failures_total: failed platform
+//     certificate refreshes (Metrics.CertificateRefreshFailed, fed by
+//     wechat.Hooks.CertificateRefreshFailed).
+//   - with Options.ClockOffsets, wxclose_clock_offset_seconds{peer}: the
+//     worker's clock minus WeChat Pay's ("wechatpay") or Redis's ("redis"),
+//     as internal/clockskew estimates it; absent until measured.
 //   - wxclose_build_info{version, go_version, api}: always 1.
 //   - with Options.Inspector, asynq's queue metrics under the names of
 //     asynq's own exporter (github.com/hibiken/asynq/x/metrics), so its

@@ -43,6 +43,11 @@ type Options struct {
 	// Logger receives queue-statistics failures, at most one line a minute
 	// while they last. If zero, logging is off.
 	Logger zerolog.Logger
+	// ClockOffsets returns the measured clock offset (this worker minus the
+	// peer) of each peer measured so far, keyed by peer name
+	// (clockskew.Tracker.Offsets); it is called on every scrape and must be
+	// cheap. If nil, wxclose_clock_offset_seconds is not exported.
+	ClockOffsets func() map[string]time.Duration
 }
 
 // WeChat Pay codes kept as wechat_code label values; the union of the
@@ -61,7 +66,17 @@ const otherCode = "OTHER"
 var knownOutcomes = []string{
 	tasks.OutcomeClosed, tasks.OutcomeAlreadyClosed, tasks.OutcomeNotFound, tasks.OutcomePaid,
 	tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePermanent, tasks.OutcomeExhausted,
-	tasks.OutcomePostponed, tasks.OutcomeInvalidPayload,
+	tasks.OutcomePostponed, tasks.OutcomeInvalidPayload, tasks.OutcomePossiblyEarly,
+}
+
+// retryReasons are the outcomes after which a task runs again; they are the
+// reason label of wxclose_retries_total.
+var retryReasons = []string{tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePostponed, tasks.OutcomePossiblyEarly}
+
+// confirmedOutcomes are the outcomes a Query Order confirmation can lead to,
+// whose series exist from the start.
+var confirmedOutcomes = []string{
+	tasks.OutcomeClosed, tasks.OutcomeAlreadyClosed, tasks.OutcomeNotFound, tasks.OutcomePaid, tasks.OutcomeRetry,
 }
 
 // otherOutcome replaces outcomes that are not tasks.Outcome* constants.
@@ -78,6 +93,8 @@ type Metrics struct {
 	lateness    prometheus.Histogram
 	earlyStarts prometheus.Counter
 	reconciled  prometheus.Counter
+	confirmed   *prometheus.CounterVec
+	certFails   prometheus.Counter
 	queues      *queueCollector // nil without an Inspector
 }
 
@@ -124,6 +141,18 @@ func New(opts Options) *Metrics {
 			Name:      "reconciliation_enqueued_total",
 			Help:      "Paid orders put on the reconciliation queue.",
 		}),
+		confirmed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "close_confirmations_total",
+			Help: "Close attempts whose final-looking Close Order answer was unsigned and whose outcome was taken " +
+				"from a signed Query Order answer instead, by outcome.",
+		}, []string{"outcome"}),
+		certFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "certificate_refresh_failures_total",
+			Help: "WeChat Pay platform certificate downloads that failed, did not decrypt with the APIv3 key or " +
+				"were not signed by an already trusted key; the certificates trusted before are kept.",
+		}),
 	}
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace,
@@ -135,15 +164,18 @@ func New(opts Options) *Metrics {
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "retries_total",
-		Help:      "Close attempts that will run again, by reason (retry, rate_limited, postponed).",
+		Help:      "Close attempts that will run again, by reason (retry, rate_limited, postponed, possibly_early).",
 	}, []string{"reason"})
-	for _, reason := range []string{tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePostponed} {
+	for _, reason := range retryReasons {
 		m.retries[reason] = retries.WithLabelValues(reason)
 	}
 	// Series that exist from the start let rate() and increase() see the
 	// first event; codes appear as WeChat sends them.
 	for _, o := range knownOutcomes {
 		m.outcomes.WithLabelValues(o, "")
+	}
+	for _, o := range confirmedOutcomes {
+		m.confirmed.WithLabelValues(o)
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace:   namespace,
@@ -156,8 +188,11 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.outcomes, retries, latency, m.lateness, m.earlyStarts, m.reconciled, buildInfo,
+		m.outcomes, retries, latency, m.lateness, m.earlyStarts, m.reconciled, m.confirmed, m.certFails, buildInfo,
 	)
+	if opts.ClockOffsets != nil {
+		m.reg.MustRegister(clockCollector(opts.ClockOffsets))
+	}
 	if opts.Inspector != nil {
 		m.queues = newQueueCollector(opts.Inspector, timeout, opts.Logger)
 		m.reg.MustRegister(m.queues)
@@ -190,6 +225,35 @@ func (m *Metrics) ObserveAttempt(a tasks.Attempt) {
 	}
 	if a.Reconciled {
 		m.reconciled.Inc()
+	}
+	if a.Confirmed {
+		m.confirmed.WithLabelValues(outcomeLabel(a.Outcome)).Inc()
+	}
+}
+
+// CertificateRefreshFailed counts one failed platform certificate refresh
+// (wechat.Hooks.CertificateRefreshFailed). A nil *Metrics ignores it.
+func (m *Metrics) CertificateRefreshFailed() {
+	if m != nil {
+		m.certFails.Inc()
+	}
+}
+
+// clockDesc describes wxclose_clock_offset_seconds.
+var clockDesc = prometheus.NewDesc(namespace+"_clock_offset_seconds",
+	"Measured offset of this worker's clock from a peer's (worker minus peer; positive: the worker is ahead), "+
+		"by peer (wechatpay, redis). Exported once the peer has been measured.",
+	[]string{"peer"}, nil)
+
+// clockCollector exports the offsets its function reports. Peers come from
+// code (clockskew's constants), so the label stays bounded.
+type clockCollector func() map[string]time.Duration
+
+func (c clockCollector) Describe(ch chan<- *prometheus.Desc) { ch <- clockDesc }
+
+func (c clockCollector) Collect(ch chan<- prometheus.Metric) {
+	for peer, off := range c() {
+		ch <- prometheus.MustNewConstMetric(clockDesc, prometheus.GaugeValue, off.Seconds(), peer)
 	}
 }
 

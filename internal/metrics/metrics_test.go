@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -302,4 +305,108 @@ func grepLines(body, substr string) string {
 		}
 	}
 	return b.String()
+}
+
+func TestConfirmationsAndCertificateFailures(t *testing.T) {
+	m := New(Options{API: "v3"})
+	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED", Confirmed: true})
+	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomePaid, Confirmed: true, Reconciled: true})
+	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed}) // signed answer: not a confirmation
+	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomePossiblyEarly, Code: "INVALID_REQUEST"})
+	m.CertificateRefreshFailed()
+	m.CertificateRefreshFailed()
+	var nilMetrics *Metrics
+	nilMetrics.CertificateRefreshFailed()
+
+	got, body := scrape(t, serve(t, m))
+	want := map[string]float64{
+		`wxclose_close_confirmations_total{outcome="already_closed"}`:                          1,
+		`wxclose_close_confirmations_total{outcome="paid"}`:                                    1,
+		`wxclose_close_confirmations_total{outcome="closed"}`:                                  0,
+		`wxclose_close_confirmations_total{outcome="not_found"}`:                               0,
+		`wxclose_certificate_refresh_failures_total`:                                           2,
+		`wxclose_retries_total{reason="possibly_early"}`:                                       1,
+		`wxclose_close_outcomes_total{outcome="possibly_early",wechat_code="INVALID_REQUEST"}`: 1,
+	}
+	for series, w := range want {
+		if v, ok := got[series]; !ok || v != w {
+			t.Errorf("%s = %v (present %t), want %v\n%s", series, v, ok, w, grepLines(body, "wxclose_"))
+		}
+	}
+}
+
+func TestClockOffsets(t *testing.T) {
+	offsets := map[string]time.Duration{}
+	m := New(Options{ClockOffsets: func() map[string]time.Duration { return offsets }})
+	got, _ := scrape(t, serve(t, m))
+	for series := range got {
+		if strings.HasPrefix(series, "wxclose_clock_offset_seconds") {
+			t.Errorf("nothing measured yet, but the scrape has %s", series)
+		}
+	}
+	offsets["wechatpay"] = 1250 * time.Millisecond
+	offsets["redis"] = -3 * time.Millisecond
+	got, body := scrape(t, serve(t, m))
+	for series, w := range map[string]float64{
+		`wxclose_clock_offset_seconds{peer="wechatpay"}`: 1.25,
+		`wxclose_clock_offset_seconds{peer="redis"}`:     -0.003,
+	} {
+		if v, ok := got[series]; !ok || v != w {
+			t.Errorf("%s = %v (present %t), want %v\n%s", series, v, ok, w, grepLines(body, "clock"))
+		}
+	}
+	if _, ok := got[`wxclose_clock_offset_seconds{peer="wechatpay"}`]; !ok {
+		return
+	}
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestAlertRulesUseExportedMetrics checks that every wxclose_ metric the
+// sample alert rules query is one this package exports (promtool is not
+// available to check the rules themselves).
+func TestAlertRulesUseExportedMetrics(t *testing.T) {
+	rules, err := os.ReadFile(filepath.Join("..", "..", "docs", "prometheus-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Options{ClockOffsets: func() map[string]time.Duration { return map[string]time.Duration{"redis": 0} }})
+	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second, HasLateness: true})
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{
+		// Exported with an Inspector only (see queue_test.go).
+		"wxclose_queue_stats_errors_total":                   true,
+		"wxclose_queue_stats_last_success_timestamp_seconds": true,
+	}
+	for _, mf := range mfs {
+		exported[mf.GetName()] = true
+	}
+	used := regexp.MustCompile(`\bwxclose_[a-z_]+`).FindAllString(string(rules), -1)
+	if len(used) == 0 {
+		t.Fatal("no wxclose_ metric in the rules")
+	}
+	for _, name := range used {
+		base := name
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			if trimmed, ok := strings.CutSuffix(name, suffix); ok && exported[trimmed] {
+				base = trimmed
+			}
+		}
+		if !exported[base] {
+			t.Errorf("docs/prometheus-alerts.yml uses %s, which the worker does not export", name)
+		}
+	}
+	for _, want := range []string{"wxclose_clock_offset_seconds", "wxclose_certificate_refresh_failures_total"} {
+		if !strings.Contains(string(rules), want) {
+			t.Errorf("docs/prometheus-alerts.yml has no rule on %s", want)
+		}
+	}
 }

@@ -81,12 +81,14 @@ type setupOptions struct {
 	// asynqDefaults runs the worker with asynq's default check intervals
 	// instead of wxclose's, as a baseline for scheduling precision.
 	asynqDefaults bool
+	// sandboxNow is WeChat Pay's clock; if nil, time.Now.
+	sandboxNow func() time.Time
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
 	t.Helper()
 	srv := redistest.Start(t)
-	sb, err := sandbox.New(sandbox.Options{})
+	sb, err := sandbox.New(sandbox.Options{Now: o.sandboxNow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +109,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 			t.Fatal(err)
 		}
 	}
-	closer, err := wechat.New(wc)
-	if err != nil {
+	if _, err := wechat.New(wc); err != nil {
 		t.Fatal(err)
 	}
 	if o.maxRetry == 0 {
@@ -128,7 +129,10 @@ func setup(t *testing.T, o setupOptions) *bundle {
 		UIPassword:  o.uiPassword,
 	}
 	logs := &syncBuffer{}
-	wo := worker.Options{Config: cfg, Logger: zerolog.New(logs), Closer: closer}
+	wo := worker.Options{Config: cfg, Logger: zerolog.New(logs), NewCloser: func(h wechat.Hooks) (wechat.Closer, error) {
+		wc.Hooks = h
+		return wechat.New(wc)
+	}}
 	if o.asynqDefaults {
 		wo.DelayedTaskCheckInterval, wo.TaskCheckInterval = 5*time.Second, time.Second
 	}

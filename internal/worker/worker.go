@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/wxclose/wxclose/internal/clockskew"
 	"github.com/wxclose/wxclose/internal/config"
 	"github.com/wxclose/wxclose/internal/dashboard"
 	"github.com/wxclose/wxclose/internal/metrics"
@@ -34,8 +35,13 @@ const (
 	delayedTaskCheckInterval = 200 * time.Millisecond
 	taskCheckInterval        = 100 * time.Millisecond
 	// shutdownTimeout lets an in-flight close finish its HTTP call (30 s by
-	// default) before asynq puts it back on the queue.
+	// default) before asynq puts it back on the queue; a longer
+	// WECHATPAY_TIMEOUT extends it (see shutdownTimeoutFor).
 	shutdownTimeout = 40 * time.Second
+	// clockProbeInterval and clockProbeTimeout pace the Redis TIME probe
+	// that measures this worker's clock against Redis's.
+	clockProbeInterval = 30 * time.Second
+	clockProbeTimeout  = 2 * time.Second
 )
 
 // Options configures a Worker.
@@ -44,9 +50,15 @@ type Options struct {
 	Config config.Worker
 	// Logger receives the worker's logs. If zero, logging is off.
 	Logger zerolog.Logger
-	// Closer calls WeChat Pay. If nil, it is built from Config (loading the
-	// key files).
+	// Closer calls WeChat Pay. If nil, NewCloser builds it. A Closer given
+	// here does not feed the worker's hooks (clock offset, certificate
+	// refresh failures).
 	Closer wechat.Closer
+	// NewCloser builds the WeChat Pay client with the worker's hooks, which
+	// measure WeChat Pay's clock and count certificate refresh failures. If
+	// nil (and Closer is nil), Config.NewCloser: the client configured by
+	// the environment, key files loaded.
+	NewCloser func(wechat.Hooks) (wechat.Closer, error)
 	// Observer also receives every close attempt, besides the worker's own
 	// Prometheus metrics. If nil, only the metrics do.
 	Observer tasks.Observer
@@ -74,36 +86,44 @@ type Worker struct {
 	listener net.Listener
 	http     *http.Server
 	metrics  *metrics.Metrics
+	clock    *clockskew.Tracker
 	// dashboard is nil when WXCLOSE_UI=false.
 	dashboard *dashboard.Dashboard
 }
 
 // New builds a Worker and binds its HTTP address, so configuration, key and
-// address problems surface before anything runs.
+// address problems surface before anything runs. Configuration problems
+// wrap config.ErrInvalid (or wechat.ErrInvalidConfig, for a Closer built
+// outside config) and name the environment variable.
 func New(opts Options) (*Worker, error) {
 	cfg := opts.Config
 	if cfg.Redis == nil {
-		return nil, errors.New("worker: Config.Redis is required (REDIS_URL)")
-	}
-	closer := opts.Closer
-	if closer == nil {
-		wc, err := cfg.WeChat()
-		if err != nil {
-			return nil, err
-		}
-		if closer, err = wechat.New(wc); err != nil {
-			return nil, err
-		}
-		if err := prefetchCertificates(closer, opts.Logger); err != nil {
-			return nil, err
-		}
+		return nil, &config.Error{Variable: "REDIS_URL", Reason: "is required (the worker was given no Redis connection option)"}
 	}
 	rdb, ok := cfg.Redis.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", cfg.Redis)
 	}
+	clock := clockskew.New(clockskew.Options{})
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	m := metrics.New(metrics.Options{Inspector: inspector, API: string(cfg.WeChatAPI), Version: opts.Version, Logger: opts.Logger})
+	m := metrics.New(metrics.Options{
+		Inspector: inspector, API: string(cfg.WeChatAPI), Version: opts.Version, Logger: opts.Logger,
+		ClockOffsets: clock.Offsets,
+	})
+	closer, err := newCloser(opts, wechat.Hooks{
+		ServerClock: clock.WeChatHook,
+		CertificateRefreshFailed: func(err error) {
+			m.CertificateRefreshFailed()
+			// wechat's errors carry no secret; the client keeps the keys it
+			// already trusts, so this is a warning, not an outage.
+			opts.Logger.Warn().Str("component", "wechat").Err(err).
+				Msg("platform certificate refresh failed; keeping the certificates already trusted")
+		},
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
 	producer := tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{
 		MchID: cfg.MchID, CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
 	})
@@ -111,6 +131,7 @@ func New(opts Options) (*Worker, error) {
 		Closer: closer, Reconciler: producer, MchID: cfg.MchID,
 		CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
 		Logger: opts.Logger, Observer: observers{m, opts.Observer},
+		ClockAhead: clock.WeChatAhead,
 	})
 	if err != nil {
 		rdb.Close()
@@ -121,7 +142,7 @@ func New(opts Options) (*Worker, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("WXCLOSE_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln, metrics: m}
+	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln, metrics: m, clock: clock}
 	if cfg.UI {
 		d, err := dashboard.New(dashboard.Options{
 			RedisConnOpt: cfg.Redis, ListenAddr: ln.Addr().String(),
@@ -144,7 +165,7 @@ func New(opts Options) (*Worker, error) {
 		IsFailure:                retry.IsFailure,
 		DelayedTaskCheckInterval: cmp.Or(opts.DelayedTaskCheckInterval, delayedTaskCheckInterval),
 		TaskCheckInterval:        cmp.Or(opts.TaskCheckInterval, taskCheckInterval),
-		ShutdownTimeout:          shutdownTimeout,
+		ShutdownTimeout:          shutdownTimeoutFor(cfg.HTTPTimeout),
 		Logger:                   asynqLogger{opts.Logger},
 		LogLevel:                 asynq.WarnLevel,
 		HealthCheckFunc: func(err error) {
@@ -169,14 +190,15 @@ func (w *Worker) Producer() *tasks.Producer { return w.producer }
 // on the queue by asynq. It returns an error if the worker cannot start.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.rdb.Close()
-	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeClose, w.handler)
-	if err := w.server.Start(mux); err != nil {
+	if err := w.server.Start(w.router()); err != nil {
 		w.listener.Close()
 		return fmt.Errorf("start asynq server (is Redis at REDIS_URL reachable?): %w", err)
 	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- w.http.Serve(w.listener) }()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	probeDone := make(chan struct{})
+	go func() { defer close(probeDone); w.probeRedisClock(probeCtx) }()
 	w.log.Info().Str("http_addr", w.HTTPAddr()).Str("queue", tasks.QueueClose).
 		Int("concurrency", w.opts.Config.Concurrency).Msg("worker started")
 	if w.dashboard != nil {
@@ -193,6 +215,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	case err := <-httpErr:
 		runErr = fmt.Errorf("http server on %s stopped: %w", w.HTTPAddr(), err)
 	}
+	stopProbe()
+	<-probeDone
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = w.http.Shutdown(shutdownCtx)
@@ -200,6 +224,64 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info().Msg("worker stopped")
 	return runErr
 }
+
+// router sends order:close tasks to the close handler and archives every
+// other type at once. asynq's ServeMux would answer an unknown type with
+// "handler not found", an ordinary error that is retried until the budget
+// is spent; and it matches types by prefix, so "order:close2" would reach
+// the close handler.
+func (w *Worker) router() asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if t.Type() == tasks.TypeClose {
+			return w.handler.ProcessTask(ctx, t)
+		}
+		return w.archiveUnknown(ctx, t)
+	})
+}
+
+// maxTypeInReason bounds how much of a foreign task type is echoed into a
+// log line and the archived task's error.
+const maxTypeInReason = 64
+
+// archiveUnknown archives a task of a type this worker does not handle,
+// with a reason naming the type, and counts it as an invalid payload.
+func (w *Worker) archiveUnknown(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	typ := t.Type()
+	if len(typ) > maxTypeInReason {
+		typ = typ[:maxTypeInReason] + "..."
+	}
+	observers{w.metrics, w.opts.Observer}.ObserveAttempt(tasks.Attempt{TaskID: id, Outcome: tasks.OutcomeInvalidPayload})
+	w.log.Warn().Str("task_id", id).Str("queue", queue).Str("task_type", typ).
+		Msg("archived a task of a type this worker does not handle")
+	return fmt.Errorf("archived without running: task type %q is not handled on queue %q (this worker handles only %q): %w",
+		typ, queue, tasks.TypeClose, asynq.SkipRetry)
+}
+
+// probeRedisClock measures Redis's clock now and every clockProbeInterval
+// until ctx ends. Failures only leave the estimate as it was: an unreachable
+// Redis is reported by /readyz and asynq's health check.
+func (w *Worker) probeRedisClock(ctx context.Context) {
+	tick := time.NewTicker(clockProbeInterval)
+	defer tick.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, clockProbeTimeout)
+		if err := w.clock.ProbeRedis(pctx, w.rdb); err != nil && ctx.Err() == nil {
+			w.log.Debug().Err(err).Msg("redis clock probe failed")
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// ClockAhead returns how far this worker's clock is at most ahead of WeChat
+// Pay's, as the 5-minute guard sees it (0 until measured).
+func (w *Worker) ClockAhead() time.Duration { return w.clock.WeChatAhead() }
 
 func (w *Worker) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -254,10 +336,34 @@ func (a asynqLogger) Fatal(args ...any) {
 	a.l.Fatal().Str("component", "asynq").Msg(fmt.Sprint(args...))
 }
 
+// newCloser builds the WeChat Pay client: Options.Closer as given, else
+// Options.NewCloser or Config.NewCloser with the hooks, then downloads the
+// platform certificates once.
+func newCloser(opts Options, hooks wechat.Hooks) (wechat.Closer, error) {
+	if opts.Closer != nil {
+		return opts.Closer, nil
+	}
+	build := opts.NewCloser
+	if build == nil {
+		build = opts.Config.NewCloser
+	}
+	closer, err := build(hooks)
+	if err != nil {
+		return nil, config.WeChatError(err)
+	}
+	if err := prefetchCertificates(closer, opts.Logger); err != nil {
+		return nil, err
+	}
+	return closer, nil
+}
+
 // prefetchCertificates downloads platform certificates at start when the
-// APIv3 key is configured. A wrong key is a configuration error and stops
-// the worker; a network failure does not, since the client retries the
-// download lazily and may hold certificate files as well.
+// APIv3 key is configured. Certificates that do not decrypt mean a wrong
+// WECHATPAY_APIV3_KEY, and a permanent refusal means wrong merchant
+// credentials: both are configuration errors and stop the worker. Any other
+// failure (network, a download not signed by a trusted key) does not: the
+// client keeps what it trusts and tries again later, and the hook has
+// counted and logged it.
 func prefetchCertificates(c wechat.Closer, log zerolog.Logger) error {
 	v3, ok := c.(*wechat.V3Client)
 	if !ok {
@@ -269,10 +375,20 @@ func prefetchCertificates(c wechat.Closer, log zerolog.Logger) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, wechat.ErrCertificateDecrypt):
+		return &config.Error{Variable: "WECHATPAY_APIV3_KEY",
+			Reason: "does not decrypt the platform certificates WeChat Pay sent: check the key (merchant platform, API security)"}
 	case wechat.ClassOf(err) == wechat.ClassPermanent:
-		return fmt.Errorf("download WeChat Pay platform certificates (check WECHATPAY_APIV3_KEY and WECHATPAY_MCHID): %w", err)
+		return &config.Error{Variable: "WECHATPAY_MCHID/WECHATPAY_MCH_CERT_SERIAL/WECHATPAY_MCH_PRIVATE_KEY_FILE",
+			Reason: fmt.Sprintf("were refused by WeChat Pay when downloading platform certificates: %v", err)}
 	default:
 		log.Warn().Err(err).Msg("could not download WeChat Pay platform certificates yet; will retry on first use")
 		return nil
 	}
+}
+
+// shutdownTimeoutFor gives an in-flight close its whole WeChat Pay call
+// plus 10 s to finish, and never less than shutdownTimeout.
+func shutdownTimeoutFor(httpTimeout time.Duration) time.Duration {
+	return max(shutdownTimeout, httpTimeout+10*time.Second)
 }
