@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wxclose/wxclose/internal/ids"
 )
 
 // Queue names and task types. Other systems (the merchant's reconciler,
@@ -149,8 +151,8 @@ func (p ClosePayload) Validate() error {
 	if err := p.Ref().Validate(); err != nil {
 		return err
 	}
-	if p.SubAppID != "" && !isToken(p.SubAppID, 32, isAppIDChar) {
-		return fieldError("sub_appid", p.SubAppID, "must be 1 to 32 letters, digits or '_'")
+	if p.SubAppID != "" && !ids.ValidAppID(p.SubAppID) {
+		return fieldError("sub_appid", p.SubAppID, ids.AppIDRule)
 	}
 	if p.CreatedAt.IsZero() {
 		return fmt.Errorf("%w: created_at is required (RFC 3339, e.g. 2026-11-22T10:00:00+08:00)", ErrInvalidPayload)
@@ -212,17 +214,17 @@ func (r OrderRef) Validate() error {
 	if r.OutTradeNo == "" && r.TransactionID == "" {
 		return fmt.Errorf("%w: one of out_trade_no and transaction_id is required", ErrInvalidPayload)
 	}
-	if r.OutTradeNo != "" && !isToken(r.OutTradeNo, 32, isOrderNoChar) {
-		return fieldError("out_trade_no", r.OutTradeNo, "must be 1 to 32 characters of letters, digits and _ - | * @")
+	if r.OutTradeNo != "" && !ids.ValidOutTradeNo(r.OutTradeNo) {
+		return fieldError("out_trade_no", r.OutTradeNo, ids.OutTradeNoRule)
 	}
-	if r.TransactionID != "" && !isToken(r.TransactionID, 32, isAlnum) {
-		return fieldError("transaction_id", r.TransactionID, "must be 1 to 32 letters or digits")
+	if r.TransactionID != "" && !ids.ValidTransactionID(r.TransactionID) {
+		return fieldError("transaction_id", r.TransactionID, ids.TransactionIDRule)
 	}
-	if r.MchID != "" && !isToken(r.MchID, 32, isDigit) {
-		return fieldError("mchid", r.MchID, "must be 1 to 32 digits")
+	if r.MchID != "" && !ids.ValidMchID(r.MchID) {
+		return fieldError("mchid", r.MchID, ids.MchIDRule)
 	}
-	if r.SubMchID != "" && !isToken(r.SubMchID, 32, isDigit) {
-		return fieldError("sub_mchid", r.SubMchID, "must be 1 to 32 digits")
+	if r.SubMchID != "" && !ids.ValidMchID(r.SubMchID) {
+		return fieldError("sub_mchid", r.SubMchID, ids.MchIDRule)
 	}
 	return nil
 }
@@ -236,23 +238,6 @@ func fieldError(field, value, rule string) error {
 	}
 	return fmt.Errorf("%w: %s %q %s", ErrInvalidPayload, field, value, rule)
 }
-
-func isToken(s string, maxLen int, ok func(byte) bool) bool {
-	if len(s) == 0 || len(s) > maxLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !ok(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func isDigit(c byte) bool       { return c >= '0' && c <= '9' }
-func isAlnum(c byte) bool       { return isDigit(c) || (c|0x20 >= 'a' && c|0x20 <= 'z') }
-func isAppIDChar(c byte) bool   { return isAlnum(c) || c == '_' }
-func isOrderNoChar(c byte) bool { return isAlnum(c) || strings.IndexByte("_-|*@", c) >= 0 }
 
 // DecodeClosePayload parses and validates an order:close payload as it was
 // read from Redis. Decoding is strict, because a misspelt field would be lost

@@ -1,8 +1,15 @@
-// Package tasks is wxclose's contract with every other system: the queue
-// names, task types, payloads and task ids of close-order and reconciliation
-// tasks; the producer API that a checkout service imports to schedule and
-// cancel closes; and the asynq handler that turns a WeChat Pay outcome into
-// asynq's language (done, retry, postpone, archive).
+// Package tasks is wxclose's contract with every other system, and the
+// producer a checkout service imports to schedule and cancel closes:
+//
+//   - the queue names, task types, payloads (ClosePayload, ReconcilePayload)
+//     and task ids (CloseTaskID, ReconcileTaskID) of close-order and
+//     reconciliation tasks, with their validation (strict decoding,
+//     CheckJSONFields) and limits (MaxCreatedAtAhead, MaxCloseDelay);
+//   - the record the worker stores with each close task: the CloseResult of
+//     a completed close, or the CloseFailure of its last failed attempt, with
+//     the Outcome* and Class* strings they contain (DecodeCloseRecord reads
+//     either);
+//   - Producer, which enqueues, requeues and cancels closes.
 //
 // A checkout service needs only Producer:
 //
@@ -10,17 +17,25 @@
 //	defer p.Close()
 //	s, err := p.EnqueueClose(ctx, tasks.CloseOrder{OutTradeNo: "ORDER-1", CreatedAt: createdAt})
 //
+// and tasks/taskstest helps it test that use against its own Redis.
+//
+// The package depends on asynq, go-redis and the standard library only (a
+// test keeps it so): importing it does not link the WeChat Pay client, the
+// worker's logger or its retry policy. The handler that runs close tasks
+// lives with the worker, in internal/closehandler.
+//
 // The 5-minute rule (WeChat Pay refuses to close an order sooner than five
 // minutes after it was created) and the merchant's own deadline (close_at)
 // are enforced twice: the producer schedules the task no earlier than the
 // later of close_at and creation + 5 minutes + a margin, rounded up to a
-// whole second, and the handler refuses to call WeChat Pay before that
-// instant, waiting briefly in place or postponing the task without spending a
-// retry.
+// whole second (DueAt), and the worker's handler refuses to call WeChat Pay
+// before that instant (NotBefore plus its own margin).
 //
-// The handler trusts nothing about a task it did not check: the payload is
+// Every reader of a close task trusts nothing it did not check: payloads are
 // decoded strictly (exact, known, single field names; see CheckJSONFields),
 // the task id must be the one its order gives (CloseTaskID), and created_at
-// may lie at most MaxCreatedAtAhead in the future. A task failing any of
-// these is archived at once, with the reason, without calling WeChat Pay.
+// may lie at most MaxCreatedAtAhead in the future. The worker archives a
+// task failing any of these at once, with the reason, without calling WeChat
+// Pay. Identifiers follow one set of rules shared with the worker's
+// configuration and the WeChat Pay client (internal/ids).
 package tasks

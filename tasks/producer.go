@@ -16,7 +16,10 @@ import (
 // after its due time. The worker measures how late it started from it.
 const HeaderDueAt = "wxclose-due-at"
 
-// Defaults used when the matching ProducerConfig field is zero.
+// Defaults used when the matching ProducerConfig field is zero. The worker
+// uses the same margin and retry budget when its configuration leaves them
+// unset (internal/config, internal/closehandler): they are defined here
+// once.
 const (
 	DefaultCloseMargin     = time.Second
 	DefaultMaxRetry        = 20

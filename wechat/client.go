@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxclose/wxclose/internal/ids"
 )
 
 const (
@@ -113,8 +115,8 @@ func newCommon(cfg Config) (common, error) {
 	if cfg.MchID == "" {
 		return c, configError("MchID", "is required")
 	}
-	if !safeID(cfg.MchID) {
-		return c, configError("MchID", "must be 1 to 64 letters, digits, '_' or '-'")
+	if !ids.ValidMchID(cfg.MchID) {
+		return c, configError("MchID", "%s", ids.MchIDRule)
 	}
 	if cfg.Timeout < 0 {
 		return c, configError("Timeout", "must not be negative (it is %s)", cfg.Timeout)
@@ -174,34 +176,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// safeID accepts the characters merchant and app ids are made of. Anything
-// else could break out of the quoted Authorization parameters.
-func safeID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch == '_' || ch == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func isHex(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'f' || ch >= 'A' && ch <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 // checkRSAKeySize rejects keys shorter than WeChat Pay's. what names the

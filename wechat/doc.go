@@ -8,6 +8,12 @@
 // knows nothing about queues: deciding when to call and what to do with the
 // result belongs to the caller.
 //
+// Merchant ids, app ids, order numbers and key ids are held to the rules
+// wxclose's producer and configuration use too (internal/ids): WeChat Pay's
+// own (digits for merchant ids; letters, digits and _ - | * @ for
+// out_trade_no; at most 32 characters). A request breaking them is refused
+// with ErrInvalidRequest before anything is sent.
+//
 // A success is only ever reported for a response whose signature verified.
 // When a close answer that would end the close is not signed, Close settles
 // it with a signed Query Order answer (Outcome.ConfirmedByQuery) rather than

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+
+	"github.com/wxclose/wxclose/internal/ids"
 )
 
 // V2Client closes and queries orders with the legacy WeChat Pay API v2
@@ -52,8 +54,8 @@ func NewV2(cfg Config) (*V2Client, error) {
 	if cfg.AppID == "" {
 		return nil, configError("AppID", "is required for API v2")
 	}
-	if !safeID(cfg.AppID) {
-		return nil, configError("AppID", "must be 1 to 64 letters, digits, '_' or '-'")
+	if !ids.ValidAppID(cfg.AppID) {
+		return nil, configError("AppID", "%s", ids.AppIDRule)
 	}
 	c.appID = cfg.AppID
 	if cfg.APIKey == "" {
@@ -171,13 +173,13 @@ func (c *V2Client) buildRequest(req CloseRequest, query bool) ([]byte, *Error) {
 	}
 	switch {
 	case req.OutTradeNo != "":
-		if e := checkOrderNo("CloseRequest.OutTradeNo", req.OutTradeNo); e != nil {
-			return nil, e
+		if !ids.ValidOutTradeNo(req.OutTradeNo) {
+			return nil, invalidRequest("CloseRequest.OutTradeNo %s", ids.OutTradeNoRule)
 		}
 		params["out_trade_no"] = req.OutTradeNo
 	case query && req.TransactionID != "":
-		if e := checkOrderNo("CloseRequest.TransactionID", req.TransactionID); e != nil {
-			return nil, e
+		if !ids.ValidTransactionID(req.TransactionID) {
+			return nil, invalidRequest("CloseRequest.TransactionID %s", ids.TransactionIDRule)
 		}
 		params["transaction_id"] = req.TransactionID
 	default:
@@ -187,16 +189,20 @@ func (c *V2Client) buildRequest(req CloseRequest, query bool) ([]byte, *Error) {
 	if mchID == "" {
 		mchID = c.mchID
 	}
-	for _, f := range []struct{ name, field, v string }{
-		{"mch_id", "CloseRequest.MchID", mchID},
-		{"sub_mch_id", "CloseRequest.SubMchID", req.SubMchID},
-		{"sub_appid", "CloseRequest.SubAppID", req.SubAppID},
+	for _, f := range []struct {
+		name, field, v string
+		valid          func(string) bool
+		rule           string
+	}{
+		{"mch_id", "CloseRequest.MchID", mchID, ids.ValidMchID, ids.MchIDRule},
+		{"sub_mch_id", "CloseRequest.SubMchID", req.SubMchID, ids.ValidMchID, ids.MchIDRule},
+		{"sub_appid", "CloseRequest.SubAppID", req.SubAppID, ids.ValidAppID, ids.AppIDRule},
 	} {
 		if f.v == "" {
 			continue
 		}
-		if !safeID(f.v) {
-			return nil, invalidRequest("%s must contain only letters, digits, '_' and '-'", f.field)
+		if !f.valid(f.v) {
+			return nil, invalidRequest("%s %s", f.field, f.rule)
 		}
 		params[f.name] = f.v
 	}

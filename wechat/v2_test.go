@@ -180,8 +180,8 @@ func TestV2Request(t *testing.T) {
 			map[string]string{"appid": "wx8888888888888888", "mch_id": "1900000109", "out_trade_no": "T1001", "sign_type": "HMAC-SHA256"}},
 		{"MD5 sends sign_type", wechat.SignMD5, wechat.CloseRequest{OutTradeNo: "T1001"},
 			map[string]string{"sign_type": "MD5"}},
-		{"institutional", wechat.SignHMACSHA256, wechat.CloseRequest{OutTradeNo: "T&<1>", SubMchID: "20000100", SubAppID: "wx2421b1c4370ec43b"},
-			map[string]string{"sub_mch_id": "20000100", "sub_appid": "wx2421b1c4370ec43b", "out_trade_no": "T&<1>"}},
+		{"institutional", wechat.SignHMACSHA256, wechat.CloseRequest{OutTradeNo: "T|1*@_-", SubMchID: "20000100", SubAppID: "wx2421b1c4370ec43b"},
+			map[string]string{"sub_mch_id": "20000100", "sub_appid": "wx2421b1c4370ec43b", "out_trade_no": "T|1*@_-"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,6 +215,32 @@ func TestV2Request(t *testing.T) {
 				t.Errorf("sign %s, want %s", sent["sign"], want)
 			}
 		})
+	}
+}
+
+// TestV2InvalidRequests: identifiers outside the shared rules
+// (internal/ids) are refused before anything is sent. Each was accepted
+// before those rules were shared with tasks and config.
+func TestV2InvalidRequests(t *testing.T) {
+	s := newStubV2(t, signedReply(map[string]string{"result_code": "SUCCESS"}))
+	c, err := wechat.New(v2Config(s.srv.URL, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []wechat.CloseRequest{
+		{OutTradeNo: "T&<1>"},
+		{OutTradeNo: strings.Repeat("9", 33)},
+		{OutTradeNo: "T1", MchID: "merchant-1"},
+		{OutTradeNo: "T1", SubMchID: "2000_0100"},
+		{OutTradeNo: "T1", SubMchID: "20000100", SubAppID: "wx-1"},
+	} {
+		_, err := c.Close(context.Background(), req)
+		if we := errorAs(t, err); we.Class != wechat.ClassPermanent || !errors.Is(err, wechat.ErrInvalidRequest) {
+			t.Errorf("%+v: %v, want permanent ErrInvalidRequest", req, err)
+		}
+	}
+	if len(s.sent) != 0 {
+		t.Errorf("%d requests sent for invalid input", len(s.sent))
 	}
 }
 

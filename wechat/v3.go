@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wxclose/wxclose/internal/ids"
 )
 
 // V3Client closes and queries orders with WeChat Pay API v3 (JSON,
@@ -158,8 +160,8 @@ func NewV3(cfg Config) (*V3Client, error) {
 	if cfg.CertSerial == "" {
 		return nil, configError("CertSerial", "is required for API v3 (the merchant API certificate serial, openssl x509 -noout -serial)")
 	}
-	if !isHex(cfg.CertSerial) || len(cfg.CertSerial) > 64 {
-		return nil, configError("CertSerial", "must be the merchant API certificate serial in hex (at most 64 digits)")
+	if !ids.ValidCertSerial(cfg.CertSerial) {
+		return nil, configError("CertSerial", "%s", ids.CertSerialRule)
 	}
 	c.certSerial = strings.ToUpper(cfg.CertSerial)
 	for i, pc := range cfg.PlatformCerts {
@@ -185,8 +187,8 @@ func NewV3(cfg Config) (*V3Client, error) {
 	case cfg.PublicKey == nil && cfg.PublicKeyID != "":
 		return nil, configError("PublicKey", "is required with a public key ID (load pub_key.pem with LoadPublicKeyFile)")
 	case cfg.PublicKey != nil:
-		if !safeID(cfg.PublicKeyID) {
-			return nil, configError("PublicKeyID", "must be 1 to 64 letters, digits, '_' or '-'")
+		if !ids.ValidPublicKeyID(cfg.PublicKeyID) {
+			return nil, configError("PublicKeyID", "%s", ids.PublicKeyIDRule)
 		}
 		if err := checkRSAKeySize(rsaBits(cfg.PublicKey), "PublicKey", ""); err != nil {
 			return nil, err
@@ -298,24 +300,27 @@ func (c *V3Client) orderPath(req CloseRequest) (path, mchID string, err *Error) 
 	if mchID == "" {
 		mchID = c.mchID
 	}
-	if !safeID(mchID) {
-		return "", "", invalidRequest("CloseRequest.MchID must contain only letters, digits, '_' and '-'")
+	if !ids.ValidMchID(mchID) {
+		return "", "", invalidRequest("CloseRequest.MchID %s", ids.MchIDRule)
 	}
-	if req.SubMchID != "" && !safeID(req.SubMchID) {
-		return "", "", invalidRequest("CloseRequest.SubMchID must contain only letters, digits, '_' and '-'")
+	if req.SubMchID != "" && !ids.ValidMchID(req.SubMchID) {
+		return "", "", invalidRequest("CloseRequest.SubMchID %s", ids.MchIDRule)
 	}
 	path = "/v3/global/transactions"
 	if c.pathStyle == PathHK {
 		path = "/hk/v3/transactions"
 	}
+	// The rules also keep the number intact in a URL path (no '/', no
+	// "..", which servers would clean away); PathEscape stays as a second
+	// line of defence.
 	if req.OutTradeNo != "" {
-		if e := checkOrderNo("CloseRequest.OutTradeNo", req.OutTradeNo); e != nil {
-			return "", "", e
+		if !ids.ValidOutTradeNo(req.OutTradeNo) {
+			return "", "", invalidRequest("CloseRequest.OutTradeNo %s", ids.OutTradeNoRule)
 		}
 		return path + "/out-trade-no/" + url.PathEscape(req.OutTradeNo), mchID, nil
 	}
-	if e := checkOrderNo("CloseRequest.TransactionID", req.TransactionID); e != nil {
-		return "", "", e
+	if !ids.ValidTransactionID(req.TransactionID) {
+		return "", "", invalidRequest("CloseRequest.TransactionID %s", ids.TransactionIDRule)
 	}
 	return path + "/id/" + url.PathEscape(req.TransactionID), mchID, nil
 }
@@ -355,23 +360,6 @@ func (c *V3Client) buildQuery(req CloseRequest) (rawURL, mchID string, err *Erro
 		q = "?sub_mchid=" + url.QueryEscape(req.SubMchID) + "&sp_mchid=" + url.QueryEscape(mchID)
 	}
 	return c.baseStr + path + q, mchID, nil
-}
-
-// checkOrderNo rejects numbers that cannot be sent faithfully in a URL path
-// (".." would be cleaned away by servers) or that no WeChat Pay order has.
-func checkOrderNo(field, s string) *Error {
-	if len(s) > 64 {
-		return invalidRequest("%s is %d bytes; WeChat Pay order numbers have at most 32", field, len(s))
-	}
-	if s == "." || s == ".." {
-		return invalidRequest("%s %q is not an order number", field, s)
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return invalidRequest("%s must be printable ASCII without spaces", field)
-		}
-	}
-	return nil
 }
 
 // v3Response is one received response and when it was sent and received

@@ -213,7 +213,7 @@ func (t *Tracker) WeChatHook(sent, received, server time.Time) {
 	t.Observe(PeerWeChatPay, Sample{Sent: sent, Received: received, Peer: server, Resolution: WeChatResolution})
 }
 
-// WeChatAhead is meant for tasks.HandlerConfig.ClockAhead: how far this
+// WeChatAhead is meant for closehandler.Config.ClockAhead: how far this
 // worker's clock runs ahead of WeChat Pay's at most (Estimate.AtMost), or 0
 // when it is not ahead or nothing is known yet. The upper bound rather than
 // the median is used because the guard must not call early: erring late by

@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/wxclose/wxclose/internal/ids"
 	"github.com/wxclose/wxclose/internal/redisurl"
 	"github.com/wxclose/wxclose/retry"
 	"github.com/wxclose/wxclose/tasks"
@@ -164,8 +165,8 @@ func Load(getenv func(string) string) (Worker, error) {
 	w.checkHTTP(&r)
 	if w.MchID == "" {
 		r.fail("WECHATPAY_MCHID", "is required (the merchant id, or the institution's in institutional mode)")
-	} else if !allDigits(w.MchID) || len(w.MchID) > 32 {
-		r.fail("WECHATPAY_MCHID", "must be 1 to 32 digits")
+	} else if !ids.ValidMchID(w.MchID) {
+		r.fail("WECHATPAY_MCHID", ids.MchIDRule)
 	}
 
 	switch w.WeChatAPI {
@@ -248,8 +249,8 @@ func (w *Worker) checkV3(r *reader) {
 	}
 	if w.CertSerial == "" {
 		r.fail("WECHATPAY_MCH_CERT_SERIAL", "is required for API v3 (openssl x509 -noout -serial -in apiclient_cert.pem)")
-	} else if !isHex(w.CertSerial) || len(w.CertSerial) > 64 {
-		r.fail("WECHATPAY_MCH_CERT_SERIAL", "must be the certificate serial in hex (openssl x509 -noout -serial -in apiclient_cert.pem)")
+	} else if !ids.ValidCertSerial(w.CertSerial) {
+		r.fail("WECHATPAY_MCH_CERT_SERIAL", ids.CertSerialRule+" (openssl x509 -noout -serial -in apiclient_cert.pem)")
 	}
 	if len(w.PlatformCertFile) == 0 && w.PublicKeyFile == "" && w.APIv3Key == "" {
 		r.fail("WECHATPAY_PLATFORM_CERT_FILE", "or WECHATPAY_PUBLIC_KEY_FILE with WECHATPAY_PUBLIC_KEY_ID, or WECHATPAY_APIV3_KEY is required to verify WeChat Pay's responses")
@@ -257,8 +258,8 @@ func (w *Worker) checkV3(r *reader) {
 	if (w.PublicKeyFile == "") != (w.PublicKeyID == "") {
 		r.fail("WECHATPAY_PUBLIC_KEY_ID", "and WECHATPAY_PUBLIC_KEY_FILE must be set together")
 	}
-	if w.PublicKeyID != "" && (!strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_") || !safeID(w.PublicKeyID)) {
-		r.fail("WECHATPAY_PUBLIC_KEY_ID", "must start with PUB_KEY_ID_ and contain only letters, digits, '_' and '-'")
+	if w.PublicKeyID != "" && !ids.ValidPublicKeyID(w.PublicKeyID) {
+		r.fail("WECHATPAY_PUBLIC_KEY_ID", ids.PublicKeyIDRule)
 	}
 	if w.APIv3Key != "" && len(w.APIv3Key) != 32 {
 		r.fail("WECHATPAY_APIV3_KEY", "must be 32 characters (it has %d)", len(w.APIv3Key))
@@ -268,8 +269,8 @@ func (w *Worker) checkV3(r *reader) {
 func (w *Worker) checkV2(r *reader) {
 	if w.AppID == "" {
 		r.fail("WECHATPAY_APPID", "is required for API v2")
-	} else if !safeID(w.AppID) {
-		r.fail("WECHATPAY_APPID", "must be 1 to 64 letters, digits, '_' or '-'")
+	} else if !ids.ValidAppID(w.AppID) {
+		r.fail("WECHATPAY_APPID", ids.AppIDRule)
 	}
 	if w.APIKey == "" {
 		r.fail("WECHATPAY_API_KEY", "is required for API v2 (the 32-character key from the merchant platform)")
@@ -448,38 +449,4 @@ func (r *reader) boolean(name string, def bool) bool {
 		return def
 	}
 	return b
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// safeID is wechat's rule for merchant, app and key ids: 1 to 64 letters,
-// digits, '_' or '-'.
-func safeID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -65,13 +64,16 @@ func FormatPayload(taskType string, payload []byte) string {
 	return fmt.Sprintf("payload not shown (%d bytes)", len(payload))
 }
 
-// FormatResult renders a task result for the dashboard, for example
+// FormatResult renders a task result for the dashboard: the record the
+// worker stores with each close task (tasks.DecodeCloseRecord), for example
 //
 //	outcome=closed code=SUCCESS message="OK" finished_at=2026-11-22T10:05:02Z
+//	outcome=retry code=SYSTEM_ERROR class=retryable message="busy" http_status=500 attempt=2 at=2026-11-22T10:05:02Z
 //
-// It prints only the known fields of an order:close result
-// (tasks.CloseResult); anything else is summarised by its size. An empty
-// result is shown as "". It matches asynqmon.ResultFormatterFunc.
+// the second for an attempt that failed (a task waiting to retry, or
+// archived). It prints only the known fields of those records, each checked;
+// anything else is summarised by its size. An empty result is shown as "".
+// It matches asynqmon.ResultFormatterFunc.
 func FormatResult(taskType string, result []byte) string {
 	if len(result) == 0 {
 		return ""
@@ -79,28 +81,52 @@ func FormatResult(taskType string, result []byte) string {
 	if taskType != tasks.TypeClose {
 		return fmt.Sprintf("result not shown (%d bytes)", len(result))
 	}
-	var r tasks.CloseResult
-	if err := json.Unmarshal(result, &r); err != nil || !knownOutcome(r.Outcome) {
+	r, f, err := tasks.DecodeCloseRecord(result)
+	switch {
+	case err != nil:
+		return invalid("result", result)
+	case r != nil:
+		var b strings.Builder
+		writeAnswer(&b, r.Outcome, r.Code, r.Message, r.HTTPStatus, r.RequestID)
+		if !r.FinishedAt.IsZero() {
+			field(&b, "finished_at", stamp(r.FinishedAt))
+		}
+		return b.String()
+	}
+	if !knownOutcome(f.Outcome) {
 		return invalid("result", result)
 	}
 	var b strings.Builder
-	b.WriteString("outcome=" + r.Outcome)
-	if isCode(r.Code) {
-		field(&b, "code", r.Code)
+	writeAnswer(&b, f.Outcome, f.Code, f.Message, f.HTTPStatus, f.RequestID)
+	switch f.Class {
+	case tasks.ClassRetryable, tasks.ClassRateLimited, tasks.ClassPermanent:
+		field(&b, "class", f.Class)
 	}
-	if m := cleanMessage(r.Message); m != "" {
-		fmt.Fprintf(&b, " message=%q", m)
+	if f.Attempt > 0 {
+		fmt.Fprintf(&b, " attempt=%d", f.Attempt)
 	}
-	if r.HTTPStatus >= 100 && r.HTTPStatus <= 599 {
-		fmt.Fprintf(&b, " http_status=%d", r.HTTPStatus)
-	}
-	if isRequestID(r.RequestID) {
-		field(&b, "request_id", r.RequestID)
-	}
-	if !r.FinishedAt.IsZero() {
-		field(&b, "finished_at", stamp(r.FinishedAt))
+	if !f.At.IsZero() {
+		field(&b, "at", stamp(f.At))
 	}
 	return b.String()
+}
+
+// writeAnswer writes the fields results and failures share, dropping
+// values that do not look like what WeChat Pay sends.
+func writeAnswer(b *strings.Builder, outcome, code, message string, status int, requestID string) {
+	b.WriteString("outcome=" + outcome)
+	if isCode(code) {
+		field(b, "code", code)
+	}
+	if m := cleanMessage(message); m != "" {
+		fmt.Fprintf(b, " message=%q", m)
+	}
+	if status >= 100 && status <= 599 {
+		fmt.Fprintf(b, " http_status=%d", status)
+	}
+	if isRequestID(requestID) {
+		field(b, "request_id", requestID)
+	}
 }
 
 func invalid(what string, data []byte) string {
@@ -134,11 +160,12 @@ func stampOnDay(t, ref time.Time) string {
 	return stamp(t)
 }
 
+// knownOutcome accepts the outcomes of a failure record (those of a
+// result are known by DecodeCloseRecord choosing it).
 func knownOutcome(o string) bool {
 	switch o {
-	case tasks.OutcomeClosed, tasks.OutcomeAlreadyClosed, tasks.OutcomeNotFound, tasks.OutcomePaid,
-		tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePermanent, tasks.OutcomeExhausted,
-		tasks.OutcomePostponed, tasks.OutcomeInvalidPayload:
+	case tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePermanent, tasks.OutcomeExhausted,
+		tasks.OutcomePostponed, tasks.OutcomeInvalidPayload, tasks.OutcomePossiblyEarly:
 		return true
 	}
 	return false

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/wxclose/wxclose/internal/closehandler"
 	"github.com/wxclose/wxclose/internal/redistest"
 	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
@@ -171,7 +172,7 @@ func seed(t *testing.T, srv *redistest.Server) {
 			t.Fatalf("EnqueueClose %s: %v", no, err)
 		}
 	}
-	handler, err := tasks.NewCloseHandler(tasks.HandlerConfig{Closer: closer, Reconciler: producer, MchID: testMchID})
+	handler, err := closehandler.New(closehandler.Config{Closer: closer, Reconciler: producer, MchID: testMchID})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Package metrics exports the worker's Prometheus metrics.
 //
 //	m := metrics.New(metrics.Options{Inspector: asynq.NewInspector(redisOpt), API: "v3"})
-//	handler, _ := tasks.NewCloseHandler(tasks.HandlerConfig{Observer: m, ...})
+//	handler, _ := closehandler.New(closehandler.Config{Observer: m, ...})
 //	mux.Handle("GET /metrics", m.Handler())
 //
 // Metrics live in a private registry (never prometheus.DefaultRegisterer),
@@ -23,7 +23,7 @@
 //     reconciliation queue.
 //   - wxclose_close_confirmations_total{outcome}: attempts whose final-looking
 //     Close Order answer was unsigned and whose outcome came from a signed
-//     Query Order answer (tasks.Attempt.Confirmed), by the outcome reached.
+//     Query Order answer (closehandler.Attempt.Confirmed), by the outcome reached.
 //   - wxclose_certificate_refresh_failures_total: failed platform
 //     certificate refreshes (Metrics.CertificateRefreshFailed, fed by
 //     wechat.Hooks.CertificateRefreshFailed).

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/wxclose/wxclose/internal/closehandler"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -82,7 +83,7 @@ var confirmedOutcomes = []string{
 // otherOutcome replaces outcomes that are not tasks.Outcome* constants.
 const otherOutcome = "other"
 
-// Metrics holds the worker's metrics. It implements tasks.Observer and is
+// Metrics holds the worker's metrics. It implements closehandler.Observer and is
 // safe for concurrent use. A nil *Metrics ignores attempts.
 type Metrics struct {
 	reg         *prometheus.Registry
@@ -98,7 +99,7 @@ type Metrics struct {
 	queues      *queueCollector // nil without an Inspector
 }
 
-var _ tasks.Observer = (*Metrics)(nil)
+var _ closehandler.Observer = (*Metrics)(nil)
 
 // New creates the metrics and registers them, with the Go and process
 // collectors and (if opts.Inspector is set) asynq's queue statistics, in a
@@ -204,9 +205,9 @@ func New(opts Options) *Metrics {
 	return m
 }
 
-// ObserveAttempt records one close attempt. It implements tasks.Observer:
+// ObserveAttempt records one close attempt. It implements closehandler.Observer:
 // it only updates in-memory counters and never blocks.
-func (m *Metrics) ObserveAttempt(a tasks.Attempt) {
+func (m *Metrics) ObserveAttempt(a closehandler.Attempt) {
 	if m == nil {
 		return
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wxclose/wxclose/internal/closehandler"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -74,12 +75,12 @@ func TestObserveAttempt(t *testing.T) {
 	)
 	tests := []struct {
 		name     string
-		attempts []tasks.Attempt
+		attempts []closehandler.Attempt
 		want     map[string]float64
 	}{
 		{
 			name: "closed with latency and lateness",
-			attempts: []tasks.Attempt{{Outcome: tasks.OutcomeClosed, WeChatLatency: 120 * time.Millisecond,
+			attempts: []closehandler.Attempt{{Outcome: tasks.OutcomeClosed, WeChatLatency: 120 * time.Millisecond,
 				Lateness: 300 * time.Millisecond, HasLateness: true}},
 			want: map[string]float64{
 				closedNoCode: 1, latencyCount: 1, latencySum: 0.12,
@@ -91,7 +92,7 @@ func TestObserveAttempt(t *testing.T) {
 		},
 		{
 			name:     "paid and handed to reconciliation",
-			attempts: []tasks.Attempt{{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", WeChatLatency: time.Second, Reconciled: true}},
+			attempts: []closehandler.Attempt{{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", WeChatLatency: time.Second, Reconciled: true}},
 			want: map[string]float64{
 				`wxclose_close_outcomes_total{outcome="paid",wechat_code="ORDERPAID"}`: 1,
 				reconciled: 1, closedNoCode: 0, latencyCount: 1,
@@ -99,14 +100,14 @@ func TestObserveAttempt(t *testing.T) {
 		},
 		{
 			name:     "paid again, reconciliation task already there",
-			attempts: []tasks.Attempt{{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", WeChatLatency: time.Second}},
+			attempts: []closehandler.Attempt{{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", WeChatLatency: time.Second}},
 			want: map[string]float64{
 				`wxclose_close_outcomes_total{outcome="paid",wechat_code="ORDERPAID"}`: 1, reconciled: 0,
 			},
 		},
 		{
 			name:     "early start counts and clamps to zero",
-			attempts: []tasks.Attempt{{Outcome: tasks.OutcomeClosed, Lateness: -800 * time.Millisecond, HasLateness: true, WeChatLatency: time.Millisecond}},
+			attempts: []closehandler.Attempt{{Outcome: tasks.OutcomeClosed, Lateness: -800 * time.Millisecond, HasLateness: true, WeChatLatency: time.Millisecond}},
 			want: map[string]float64{
 				early: 1, latenessN: 1, latenessSum: 0,
 				`wxclose_schedule_lateness_seconds_bucket{le="0.05"}`: 1,
@@ -114,12 +115,12 @@ func TestObserveAttempt(t *testing.T) {
 		},
 		{
 			name:     "lateness ignored unless HasLateness",
-			attempts: []tasks.Attempt{{Outcome: tasks.OutcomeClosed, Lateness: 3 * time.Second, WeChatLatency: time.Millisecond}},
+			attempts: []closehandler.Attempt{{Outcome: tasks.OutcomeClosed, Lateness: 3 * time.Second, WeChatLatency: time.Millisecond}},
 			want:     map[string]float64{latenessN: 0, early: 0, closedNoCode: 1},
 		},
 		{
 			name:     "unknown WeChat code becomes OTHER",
-			attempts: []tasks.Attempt{{Outcome: tasks.OutcomePermanent, Code: "BRAND_NEW_CODE", WeChatLatency: time.Millisecond}},
+			attempts: []closehandler.Attempt{{Outcome: tasks.OutcomePermanent, Code: "BRAND_NEW_CODE", WeChatLatency: time.Millisecond}},
 			want: map[string]float64{
 				`wxclose_close_outcomes_total{outcome="permanent",wechat_code="OTHER"}`: 1,
 				`wxclose_close_outcomes_total{outcome="permanent",wechat_code=""}`:      0,
@@ -127,12 +128,12 @@ func TestObserveAttempt(t *testing.T) {
 		},
 		{
 			name:     "unknown outcome becomes other",
-			attempts: []tasks.Attempt{{Outcome: "result(9)", Code: "ORDERCLOSED"}},
+			attempts: []closehandler.Attempt{{Outcome: "result(9)", Code: "ORDERCLOSED"}},
 			want:     map[string]float64{`wxclose_close_outcomes_total{outcome="other",wechat_code="ORDERCLOSED"}`: 1},
 		},
 		{
 			name: "retries by reason",
-			attempts: []tasks.Attempt{
+			attempts: []closehandler.Attempt{
 				{Outcome: tasks.OutcomeRetry, Code: "SYSTEM_ERROR", WeChatLatency: 2 * time.Second},
 				{Outcome: tasks.OutcomeRetry, Code: "SYSTEMERROR", WeChatLatency: 2 * time.Second},
 				{Outcome: tasks.OutcomeRateLimited, Code: "FREQUENCY_LIMITED", WeChatLatency: 2 * time.Second},
@@ -148,7 +149,7 @@ func TestObserveAttempt(t *testing.T) {
 		},
 		{
 			name: "archived outcomes",
-			attempts: []tasks.Attempt{
+			attempts: []closehandler.Attempt{
 				{Outcome: tasks.OutcomeExhausted, Code: "SYSTEM_ERROR", Retried: 12, WeChatLatency: time.Second},
 				{Outcome: tasks.OutcomeInvalidPayload},
 			},
@@ -210,7 +211,7 @@ func TestLabelsAreBounded(t *testing.T) {
 func TestNoOrderDataInMetrics(t *testing.T) {
 	m := New(Options{API: "v2"})
 	secrets := []string{"ORD-20240101-0042", "4200001234202401010042", "1900000109", "1900000110", "task-7f3a9c"}
-	a := tasks.Attempt{
+	a := closehandler.Attempt{
 		TaskID:  secrets[4],
 		Order:   tasks.OrderRef{OutTradeNo: secrets[0], TransactionID: secrets[1], MchID: secrets[2], SubMchID: secrets[3]},
 		Outcome: tasks.OutcomePermanent, Code: secrets[0], WeChatLatency: time.Second,
@@ -239,7 +240,7 @@ func TestBuildInfo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		m := New(tt.opts)
-		m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second})
+		m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second})
 		got, body := scrape(t, serve(t, m))
 		series := `wxclose_build_info{api="` + tt.api + `",go_version="` + runtime.Version() + `",version="` + tt.version + `"}`
 		if got[series] != 1 {
@@ -282,12 +283,12 @@ func TestLint(t *testing.T) {
 
 func TestNilMetricsIgnoresAttempts(t *testing.T) {
 	var m *Metrics
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed})
 }
 
 func BenchmarkObserveAttempt(b *testing.B) {
 	m := New(Options{API: "v3"})
-	a := tasks.Attempt{Outcome: tasks.OutcomeRetry, Code: "SYSTEM_ERROR", WeChatLatency: 230 * time.Millisecond,
+	a := closehandler.Attempt{Outcome: tasks.OutcomeRetry, Code: "SYSTEM_ERROR", WeChatLatency: 230 * time.Millisecond,
 		Lateness: 140 * time.Millisecond, HasLateness: true}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -309,10 +310,10 @@ func grepLines(body, substr string) string {
 
 func TestConfirmationsAndCertificateFailures(t *testing.T) {
 	m := New(Options{API: "v3"})
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED", Confirmed: true})
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomePaid, Confirmed: true, Reconciled: true})
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed}) // signed answer: not a confirmation
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomePossiblyEarly, Code: "INVALID_REQUEST"})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED", Confirmed: true})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomePaid, Confirmed: true, Reconciled: true})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed}) // signed answer: not a confirmation
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomePossiblyEarly, Code: "INVALID_REQUEST"})
 	m.CertificateRefreshFailed()
 	m.CertificateRefreshFailed()
 	var nilMetrics *Metrics
@@ -376,7 +377,7 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := New(Options{ClockOffsets: func() map[string]time.Duration { return map[string]time.Duration{"redis": 0} }})
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second, HasLateness: true})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second, HasLateness: true})
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/wxclose/wxclose/internal/closehandler"
 	"github.com/wxclose/wxclose/internal/redistest"
 	"github.com/wxclose/wxclose/tasks"
 )
@@ -80,7 +81,7 @@ var seeded = map[string]float64{
 func TestQueueMetrics(t *testing.T) {
 	srv := redistest.Start(t)
 	m := New(Options{Inspector: seed(t, srv), API: "v3"})
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomeClosed, Code: "ORDERCLOSED"})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed, Code: "ORDERCLOSED"})
 	got, body := scrape(t, serve(t, m))
 	for series, want := range seeded {
 		if v, ok := got[series]; !ok || v != want {
@@ -227,7 +228,7 @@ func TestQueueStatsRedisDown(t *testing.T) {
 	defer rdb.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	m := New(Options{Inspector: insp, API: "v2", Logger: zerolog.New(&logs)})
-	m.ObserveAttempt(tasks.Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Reconciled: true})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Reconciled: true})
 	url := serve(t, m)
 
 	for want := 1.0; want <= 2; want++ {

@@ -69,6 +69,9 @@ func (e *env) waitState(t testing.TB, id string, state asynq.TaskState) *asynq.T
 type behaviour struct {
 	// err fails the task with this message; empty succeeds.
 	err string
+	// failure, when err is set, is stored as the task's result first, as
+	// the worker's handler stores the record of every failed attempt.
+	failure *tasks.CloseFailure
 	// result is written as the task result on success.
 	result *tasks.CloseResult
 	// block holds the task active until the channel is closed.
@@ -131,6 +134,13 @@ func (w *worker) handle(ctx context.Context, task *asynq.Task) error {
 		}
 	}
 	if b.err != "" {
+		if b.failure != nil {
+			f := *b.failure
+			f.Attempt, _ = asynq.GetRetryCount(ctx)
+			f.Attempt++
+			data, _ := json.Marshal(f)
+			task.ResultWriter().Write(data)
+		}
 		return errors.New(b.err)
 	}
 	if b.result != nil {
@@ -141,10 +151,12 @@ func (w *worker) handle(ctx context.Context, task *asynq.Task) error {
 }
 
 // archived puts a close task with this raw payload in the archive, having
-// spent all maxRetry retries, each failing with errMsg.
-func (e *env) archived(t testing.TB, w *worker, id string, payload []byte, maxRetry int, errMsg string) *asynq.TaskInfo {
+// spent all maxRetry retries, each failing with errMsg and storing failure
+// as its record. A nil failure stores none, as wxclose versions before
+// failure records did.
+func (e *env) archived(t testing.TB, w *worker, id string, payload []byte, maxRetry int, errMsg string, failure *tasks.CloseFailure) *asynq.TaskInfo {
 	t.Helper()
-	w.set(id, behaviour{err: errMsg})
+	w.set(id, behaviour{err: errMsg, failure: failure})
 	cl := asynq.NewClientFromRedisClient(e.srv.Client())
 	if _, err := cl.Enqueue(asynq.NewTask(tasks.TypeClose, payload),
 		asynq.Queue(tasks.QueueClose), asynq.TaskID(id), asynq.MaxRetry(maxRetry)); err != nil {
@@ -157,6 +169,22 @@ func (e *env) archived(t testing.TB, w *worker, id string, payload []byte, maxRe
 func order(no string, createdAt time.Time) (tasks.ClosePayload, string) {
 	p := tasks.ClosePayload{OutTradeNo: no, MchID: testMchID, CreatedAt: createdAt.UTC().Truncate(time.Second)}
 	return p, tasks.CloseTaskID(p.Ref())
+}
+
+// errText is the asynq error text of test failures that store a record: it
+// names no code, so anything selecting by code must read the record.
+const errText = "attempt failed (details in the failure record)"
+
+// failSystem and failAuth are the records of an exhausted transient failure
+// and of a permanent refusal.
+func failSystem() *tasks.CloseFailure {
+	return &tasks.CloseFailure{Outcome: tasks.OutcomeExhausted, Code: "SYSTEM_ERROR", Class: tasks.ClassRetryable,
+		Message: "system busy", HTTPStatus: 500, RequestID: "r1", At: time.Now().UTC()}
+}
+
+func failAuth() *tasks.CloseFailure {
+	return &tasks.CloseFailure{Outcome: tasks.OutcomePermanent, Code: "NO_AUTH", Class: tasks.ClassPermanent,
+		Message: "no permission", HTTPStatus: 403, RequestID: "r2", At: time.Now().UTC()}
 }
 
 func mustJSON(t testing.TB, v any) []byte {

@@ -43,7 +43,7 @@ func TestCancel(t *testing.T) {
 	e.waitState(t, activeID, asynq.TaskStateActive)
 	// archived: failed for good; cancelling removes it too.
 	p, archID := order("ARCH-1", now.Add(-time.Hour))
-	e.archived(t, w, archID, mustJSON(t, p), 0, "wechat: permanent: code=NO_AUTH status=403")
+	e.archived(t, w, archID, mustJSON(t, p), 0, errText, failAuth())
 
 	tests := []struct {
 		name    string
@@ -100,9 +100,13 @@ func TestStatus(t *testing.T) {
 	}
 	e.waitState(t, doneID, asynq.TaskStateCompleted)
 	archP, archID := order("ST-ARCH", now.Add(-time.Hour))
-	e.archived(t, w, archID, mustJSON(t, archP), 2, "wechat: transient: code=SYSTEM_ERROR status=500 request_id=r9: system busy")
+	e.archived(t, w, archID, mustJSON(t, archP), 2, errText, failSystem())
 	_, badID := order("ST-BAD", now)
-	e.archived(t, w, badID, []byte(`{"out_trade_no":"ST-BAD"}`), 0, "archived without calling WeChat Pay")
+	e.archived(t, w, badID, []byte(`{"out_trade_no":"ST-BAD"}`), 0, "archived without calling WeChat Pay",
+		&tasks.CloseFailure{Outcome: tasks.OutcomeInvalidPayload, Class: tasks.ClassPermanent, Message: "invalid close order: created_at is required"})
+	// Archived by a wxclose version that stored no failure record.
+	legacyP, legacyID := order("ST-LEGACY", now.Add(-time.Hour))
+	e.archived(t, w, legacyID, mustJSON(t, legacyP), 0, "wechat: permanent: code=NO_AUTH status=403 request_id=r7: no permission", nil)
 
 	tests := []struct {
 		name     string
@@ -124,15 +128,25 @@ func TestStatus(t *testing.T) {
 		}, []string{"completed:", "outcome:", "already_closed code=ORDERCLOSED status=200 request_id=req-1 finished "}},
 		{"archived", "ST-ARCH", func(t *testing.T, st Status) {
 			if st.State != "archived" || st.Retried != 2 || st.MaxRetry != 2 || st.LastFailedAt.IsZero() ||
-				!strings.Contains(st.LastError, "code=SYSTEM_ERROR") || st.Payload == nil || *st.Payload != archP {
+				st.LastError != errText || st.Payload == nil || *st.Payload != archP || st.Result != nil {
 				t.Errorf("status = %+v", st)
 			}
-		}, []string{"2 retried of 2 allowed", "last failed:", "last error:", "code=SYSTEM_ERROR status=500 request_id=r9: system busy"}},
+			if f := st.Failure; f == nil || f.Code != "SYSTEM_ERROR" || f.Class != tasks.ClassRetryable || f.Outcome != tasks.OutcomeExhausted ||
+				f.HTTPStatus != 500 || f.RequestID != "r1" || f.Attempt != 3 {
+				t.Errorf("failure = %+v", st.Failure)
+			}
+		}, []string{"2 retried of 2 allowed", "last failure:", `exhausted code=SYSTEM_ERROR class=retryable status=500 request_id=r1 attempt 3 at `, `message="system busy"`}},
+		{"archived before failure records", "ST-LEGACY", func(t *testing.T, st Status) {
+			if st.State != "archived" || st.Failure != nil || st.Result != nil || st.ResultError != "" || !strings.Contains(st.LastError, "code=NO_AUTH") {
+				t.Errorf("status = %+v", st)
+			}
+		}, []string{"last failed:", "last error:", "wechat: permanent: code=NO_AUTH status=403 request_id=r7: no permission"}},
 		{"corrupt payload", "ST-BAD", func(t *testing.T, st Status) {
-			if st.Payload != nil || !strings.Contains(st.PayloadError, "created_at is required") {
+			if st.Payload != nil || !strings.Contains(st.PayloadError, "created_at is required") ||
+				st.Failure == nil || st.Failure.Outcome != tasks.OutcomeInvalidPayload {
 				t.Errorf("status = %+v", st)
 			}
-		}, []string{"order:", "payload is invalid: created_at is required"}},
+		}, []string{"order:", "payload is invalid: created_at is required", "last failure:", "invalid_payload class=permanent"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,7 +172,8 @@ func TestStatus(t *testing.T) {
 			if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 				t.Fatalf("JSON output does not decode: %v\n%s", err, js.String())
 			}
-			if back.TaskID != st.TaskID || back.State != st.State || (back.Result == nil) != (st.Result == nil) {
+			if back.TaskID != st.TaskID || back.State != st.State || (back.Result == nil) != (st.Result == nil) ||
+				(back.Failure == nil) != (st.Failure == nil) || (back.Failure != nil && *back.Failure != *st.Failure) {
 				t.Errorf("JSON round trip: %+v, want %+v", back, st)
 			}
 		})
@@ -192,10 +207,11 @@ func TestList(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	longErr := "wechat: transient: code=SYSTEM_ERROR status=500: " + strings.Repeat("very long message ", 20)
+	longFail := failSystem()
+	longFail.Message = strings.Repeat("very long message ", 20)
 	archP, archID := order("L-ARCH", now.Add(-time.Hour))
-	e.archived(t, w, archID, mustJSON(t, archP), 1, longErr)
-	e.archived(t, w, "close:_:out_trade_no:L-JUNK", []byte("not json"), 0, "bad")
+	e.archived(t, w, archID, mustJSON(t, archP), 1, errText, longFail)
+	e.archived(t, w, "close:_:out_trade_no:L-JUNK", []byte("not json"), 0, "bad", nil)
 	if dup, err := e.c.producer.EnqueueReconcile(ctx, tasks.ReconcilePayload{OutTradeNo: "L-PAID", MchID: testMchID, CreatedAt: now, DetectedAt: now, Reason: tasks.ReasonOrderPaid}); err != nil || dup {
 		t.Fatal(dup, err)
 	}
@@ -250,8 +266,9 @@ func TestList(t *testing.T) {
 		byID[x.ID] = x
 	}
 	if a := byID[archID]; a.OrderNo != "L-ARCH" || a.MchID != testMchID || a.Retried != 1 || a.MaxRetry != 1 ||
-		a.LastError != longErr || a.LastFailedAt.IsZero() || !a.CreatedAt.Equal(archP.CreatedAt) {
-		t.Errorf("archived task = %+v", a)
+		a.LastError != errText || a.LastFailedAt.IsZero() || !a.CreatedAt.Equal(archP.CreatedAt) ||
+		a.Failure == nil || a.Failure.Code != "SYSTEM_ERROR" || a.Failure.Class != tasks.ClassRetryable {
+		t.Errorf("archived task = %+v, failure %+v", a, a.Failure)
 	}
 	if j := byID["close:_:out_trade_no:L-JUNK"]; j.PayloadError == "" || j.OrderNo != "" {
 		t.Errorf("junk task = %+v", j)
@@ -271,16 +288,16 @@ func TestList(t *testing.T) {
 			t.Errorf("STATE column not aligned in %q", l)
 		}
 		if strings.Contains(l, archID) {
-			for _, want := range []string{"L-ARCH", testMchID, "failed ", "1/1", "code=SYSTEM_ERROR", "..."} {
+			for _, want := range []string{"L-ARCH", testMchID, "failed ", "1/1", "exhausted SYSTEM_ERROR: very long message", "..."} {
 				if !strings.Contains(l, want) {
 					t.Errorf("row lacks %q: %q", want, l)
 				}
 			}
-			if strings.Contains(l, longErr) {
+			if strings.Contains(l, longFail.Message) {
 				t.Errorf("long error not truncated: %q", l)
 			}
 		}
-		if strings.Contains(l, "L-JUNK") && !strings.Contains(l, "(invalid payload)") {
+		if strings.Contains(l, "L-JUNK") && (!strings.Contains(l, "(invalid payload)") || !strings.HasSuffix(l, " bad")) {
 			t.Errorf("junk row: %q", l)
 		}
 	}

@@ -56,7 +56,11 @@ type ListedTask struct {
 	CompletedAt  time.Time `json:"completed_at,omitzero"`
 	Retried      int       `json:"retried"`
 	MaxRetry     int       `json:"max_retry"`
-	LastError    string    `json:"last_error,omitempty"`
+	// LastError is asynq's text of the last failed attempt's error.
+	LastError string `json:"last_error,omitempty"`
+	// Failure is the handler's record of the last failed attempt of a
+	// close that has not completed (see Status.Failure); nil without one.
+	Failure *tasks.CloseFailure `json:"failure,omitempty"`
 	// PayloadError is set when the payload is not a JSON object.
 	PayloadError string `json:"payload_error,omitempty"`
 }
@@ -150,6 +154,10 @@ func listed(info *asynq.TaskInfo) ListedTask {
 		NextRunAt: info.NextProcessAt, LastFailedAt: info.LastFailedAt, CompletedAt: info.CompletedAt,
 		Retried: info.Retried, MaxRetry: info.MaxRetry, LastError: info.LastErr,
 	}
+	if info.Type == tasks.TypeClose {
+		// An unreadable record is left out: the list shows asynq's text.
+		_, t.Failure, _ = tasks.DecodeCloseRecord(info.Result)
+	}
 	var p listPayload
 	if err := json.Unmarshal(info.Payload, &p); err != nil {
 		t.PayloadError = "payload is not a JSON order: " + err.Error()
@@ -162,6 +170,16 @@ func listed(info *asynq.TaskInfo) ListedTask {
 
 // maxTableError is the width of the last-error column of WriteTable.
 const maxTableError = 60
+
+// lastError is the last-error column: the failure record when there is
+// one, else asynq's text (tasks archived before records were stored, or
+// failures outside the handler).
+func (t ListedTask) lastError() string {
+	if t.Failure != nil {
+		return summarizeFailure(*t.Failure)
+	}
+	return oneLine(t.LastError)
+}
 
 // WriteTable prints tasks as an aligned table, one task per line.
 func WriteTable(w io.Writer, ts []ListedTask) error {
@@ -177,7 +195,7 @@ func WriteTable(w io.Writer, ts []ListedTask) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n",
 			t.ID, t.State, dash(order), dash(mch), formatTime(t.CreatedAt), when(t),
-			t.Retried, t.MaxRetry, dash(truncate(oneLine(t.LastError), maxTableError)))
+			t.Retried, t.MaxRetry, dash(truncate(t.lastError(), maxTableError)))
 	}
 	return tw.Flush()
 }

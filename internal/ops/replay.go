@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -26,8 +25,11 @@ const (
 // AND. At least one filter, or All, is required, so that a forgotten flag
 // cannot replay a whole archive.
 type ReplayFilter struct {
-	// Code selects tasks whose last error carries this WeChat Pay code
-	// ("code=SYSTEM_ERROR" in the handler's errors), ignoring case.
+	// Code selects tasks whose failure record (tasks.CloseFailure, stored
+	// by the worker with every failed attempt) carries this WeChat Pay code,
+	// ignoring case. Tasks archived without a record (by a wxclose version
+	// that stored none) never match; Replay counts them in
+	// ReplaySummary.NoRecord and says how to select them.
 	Code string
 	// OlderThan selects tasks that last failed more than this long ago.
 	OlderThan time.Duration
@@ -59,31 +61,34 @@ func (f ReplayFilter) Validate() error {
 	return nil
 }
 
-var codeRE = regexp.MustCompile(`\bcode=([A-Za-z0-9_.\-]+)`)
-
-// matchInfo applies the filters that need no payload.
-func (f ReplayFilter) matchInfo(info *asynq.TaskInfo, now time.Time) bool {
+// matchInfo applies the filters that need no payload. noRecord reports a
+// task the code filter could not judge because it carries no failure
+// record.
+func (f ReplayFilter) matchInfo(info *asynq.TaskInfo, now time.Time) (match, noRecord bool) {
 	if f.Code != "" {
-		found := false
-		for _, m := range codeRE.FindAllStringSubmatch(info.LastErr, -1) {
-			if strings.EqualFold(m[1], f.Code) {
-				found = true
-				break
+		_, failure, err := tasks.DecodeCloseRecord(info.Result)
+		switch {
+		case failure != nil:
+			if !strings.EqualFold(failure.Code, f.Code) {
+				return false, false
 			}
-		}
-		if !found {
-			return false
+		case err == nil && len(info.Result) == 0:
+			// Archived before failures were recorded: asynq's text is all
+			// there is, and it is not parsed for codes.
+			return false, true
+		default:
+			return false, false
 		}
 	}
 	// A task archived by hand has no failure time; age filters skip it
 	// rather than guess.
 	if f.OlderThan > 0 && (info.LastFailedAt.IsZero() || now.Sub(info.LastFailedAt) <= f.OlderThan) {
-		return false
+		return false, false
 	}
 	if f.NewerThan > 0 && (info.LastFailedAt.IsZero() || now.Sub(info.LastFailedAt) >= f.NewerThan) {
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 func (f ReplayFilter) matchPayload(p tasks.ClosePayload) bool {
@@ -135,14 +140,22 @@ type ReplaySummary struct {
 	Skipped int `json:"skipped"`
 	// Failed could not be replayed and are still archived.
 	Failed int `json:"failed"`
+	// NoRecord counts archived tasks a Code filter could not judge: they
+	// carry no failure record (archived by a wxclose version that stored
+	// none). They stay archived; select them with another filter.
+	NoRecord int `json:"no_record,omitempty"`
 }
 
 // OK reports whether nothing failed.
 func (s ReplaySummary) OK() bool { return s.Failed == 0 }
 
 func (s ReplaySummary) String() string {
-	return fmt.Sprintf("%d archived scanned, %d matched, %d replayed, %d skipped, %d failed",
+	str := fmt.Sprintf("%d archived scanned, %d matched, %d replayed, %d skipped, %d failed",
 		s.Scanned, s.Matched, s.Replayed, s.Skipped, s.Failed)
+	if s.NoRecord > 0 {
+		str += fmt.Sprintf(", %d without a failure record", s.NoRecord)
+	}
+	return str
 }
 
 // candidate is an archived task selected in the collect phase.
@@ -199,6 +212,10 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 	prog.clear()
 	if err != nil {
 		return sum, err
+	}
+	if sum.NoRecord > 0 {
+		fmt.Fprintf(errw, "note: %d archived close tasks carry no failure record (archived by an older wxclose), so --code cannot select them; "+
+			"\"enqueue list --state archived\" shows their last errors, and --older-than, --newer-than, --out-trade-no, --transaction-id or --all select them\n", sum.NoRecord)
 	}
 	sum.Matched = len(cands)
 	if opt.DryRun {
@@ -283,7 +300,11 @@ func (c *Client) collectArchived(ctx context.Context, f ReplayFilter, sum *Repla
 			}
 			seen[info.ID] = true
 			sum.Scanned++
-			if !f.matchInfo(info, now) {
+			match, noRecord := f.matchInfo(info, now)
+			if noRecord {
+				sum.NoRecord++
+			}
+			if !match {
 				continue
 			}
 			if info.Type != tasks.TypeClose {
@@ -316,18 +337,25 @@ func (c *Client) collectArchived(ctx context.Context, f ReplayFilter, sum *Repla
 }
 
 func describeCandidate(verb string, cd candidate) string {
+	last := oneLine(cd.info.LastErr)
+	if _, f, _ := tasks.DecodeCloseRecord(cd.info.Result); f != nil {
+		last = describeFailure(*f)
+	}
 	return fmt.Sprintf("%s %s (order %s, retried %d/%d, last failed %s): %s",
 		verb, cd.id, cd.payload.Ref().Number(), cd.info.Retried, cd.info.MaxRetry,
-		formatTime(cd.info.LastFailedAt), truncate(oneLine(cd.info.LastErr), 200))
+		formatTime(cd.info.LastFailedAt), truncate(last, 200))
 }
 
 // replayScript moves one archived task back to work. It mirrors what
 // asynq v0.26.0's own scripts write: scheduleCmd (hash fields msg and
 // state=scheduled, ZADD to the scheduled set scored by the Unix second) or
 // enqueueCmd (msg, state=pending, pending_since in Unix nanoseconds, LPUSH
-// to the pending list), after removing the id from the archived set. Every
-// check comes before the first write: a Lua script is atomic but not rolled
-// back on error.
+// to the pending list), after removing the id from the archived set. The
+// worker's failure record (the hash's result field) goes with the retry
+// count and the last error: a replayed task starts afresh, as a new one
+// would, with no field asynq's Client would not write. Every check comes
+// before the first write: a Lua script is atomic but not rolled back on
+// error.
 //
 // KEYS[1] asynq:{q}:t:<id>   KEYS[2] asynq:{q}:archived
 // KEYS[3] asynq:{q}:scheduled   KEYS[4] asynq:{q}:pending
@@ -353,6 +381,7 @@ end
 if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
 	return -2
 end
+redis.call("HDEL", KEYS[1], "result")
 if ARGV[4] == "pending" then
 	redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "pending", "pending_since", ARGV[6])
 	redis.call("LPUSH", KEYS[4], ARGV[1])

@@ -18,11 +18,6 @@ import (
 	"github.com/wxclose/wxclose/tasks"
 )
 
-const (
-	errSystem = "wechat: transient: code=SYSTEM_ERROR status=500 request_id=r1: system busy"
-	errAuth   = "wechat: permanent: code=NO_AUTH status=403 request_id=r2: no permission"
-)
-
 // archive is a test archive: tasks that spent their retries.
 type archive struct {
 	old, recent, auth, corrupt string // task ids
@@ -37,16 +32,16 @@ func (e *env) fillArchive(t *testing.T) archive {
 	// Created long ago: due at once when replayed.
 	a.oldP, a.old = order("R-OLD", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	a.oldRaw = mustJSON(t, a.oldP)
-	e.archived(t, w, a.old, a.oldRaw, 2, errSystem)
+	e.archived(t, w, a.old, a.oldRaw, 2, errText, failSystem())
 	// Created a minute ago (the test worker ignores the 5-minute rule): a
 	// replay must wait until creation + 5 minutes.
 	a.recentP, a.recent = order("R-RECENT", time.Now().Add(-time.Minute))
-	e.archived(t, w, a.recent, mustJSON(t, a.recentP), 1, errSystem)
+	e.archived(t, w, a.recent, mustJSON(t, a.recentP), 1, errText, failSystem())
 	authP, authID := order("R-AUTH", time.Now().Add(-time.Hour))
 	a.auth = authID
-	e.archived(t, w, a.auth, mustJSON(t, authP), 0, errAuth)
+	e.archived(t, w, a.auth, mustJSON(t, authP), 0, errText, failAuth())
 	a.corrupt = "close:_:out_trade_no:R-CORRUPT"
-	e.archived(t, w, a.corrupt, []byte(`{"out_trade_no":"R-CORRUPT","created_at":"yesterday"}`), 0, errSystem)
+	e.archived(t, w, a.corrupt, []byte(`{"out_trade_no":"R-CORRUPT","created_at":"yesterday"}`), 0, errText, failSystem())
 	// Stop the worker, or it would run the replayed tasks.
 	w.srv.Shutdown()
 	return a
@@ -232,7 +227,7 @@ func TestReplayHonoursCloseAt(t *testing.T) {
 	closeAt := time.Now().Add(10 * time.Minute).UTC().Truncate(time.Second).Add(300 * time.Millisecond)
 	p, id := order("R-CLOSEAT", created)
 	p.CloseAt = closeAt
-	e.archived(t, w, id, mustJSON(t, p), 0, errSystem)
+	e.archived(t, w, id, mustJSON(t, p), 0, errText, failSystem())
 	w.srv.Shutdown()
 
 	sum, err := e.c.Replay(context.Background(), ReplayOptions{Filter: ReplayFilter{OutTradeNo: "R-CLOSEAT"}})
@@ -361,7 +356,7 @@ func TestReplayPaging(t *testing.T) {
 	const n = 11
 	for i := range n {
 		p, id := order(fmt.Sprintf("P-%d", i), time.Now().Add(-time.Hour))
-		e.archived(t, w, id, mustJSON(t, p), 0, errSystem)
+		e.archived(t, w, id, mustJSON(t, p), 0, errText, failSystem())
 	}
 	w.srv.Shutdown()
 	sum, err := e.c.Replay(context.Background(), ReplayOptions{Filter: ReplayFilter{All: true}, Concurrency: 4})
@@ -498,14 +493,14 @@ func TestReplayRefusesForeignRecords(t *testing.T) {
 	w := e.startWorker(t)
 	good, _ := order("F-1", time.Now().Add(-time.Hour))
 	// A payload that belongs to another task id.
-	e.archived(t, w, "close:_:out_trade_no:F-OTHER", mustJSON(t, good), 0, errSystem)
+	e.archived(t, w, "close:_:out_trade_no:F-OTHER", mustJSON(t, good), 0, errText, failSystem())
 	// A payload created far in the future: the producer would refuse it.
 	future, futureID := order("F-FUTURE", time.Now().Add(3*time.Hour))
-	e.archived(t, w, futureID, mustJSON(t, future), 0, errSystem)
+	e.archived(t, w, futureID, mustJSON(t, future), 0, errText, failSystem())
 	// A close_at beyond the limit.
 	far, farID := order("F-FAR", time.Now().Add(-time.Hour))
 	far.CloseAt = far.CreatedAt.Add(tasks.MaxCloseDelay + time.Hour)
-	e.archived(t, w, farID, mustJSON(t, far), 0, errSystem)
+	e.archived(t, w, farID, mustJSON(t, far), 0, errText, failSystem())
 	w.srv.Shutdown()
 	// A stored message that is not protobuf.
 	rdb := e.srv.Client()
@@ -538,5 +533,45 @@ func TestReplayRefusesForeignRecords(t *testing.T) {
 	}
 	if ids := e.archivedIDs(t); len(ids) != 3 {
 		t.Errorf("archive = %v, want the 3 tasks still there", ids)
+	}
+}
+
+// TestReplayCodeReadsTheFailureRecord: --code selects by the failure record
+// the worker stores, never by the error's text. A task archived before
+// records existed is not selected even though its text names the code; it
+// is counted and the operator is told how to select it.
+func TestReplayCodeReadsTheFailureRecord(t *testing.T) {
+	e := newEnv(t)
+	w := e.startWorker(t)
+	recP, recID := order("C-RECORD", time.Now().Add(-time.Hour))
+	e.archived(t, w, recID, mustJSON(t, recP), 0, errText, failAuth())
+	legacyP, legacyID := order("C-LEGACY", time.Now().Add(-time.Hour))
+	e.archived(t, w, legacyID, mustJSON(t, legacyP), 0, "wechat: permanent: code=NO_AUTH status=403: no permission", nil)
+	// The text says one code, the record another: the record wins.
+	mixedP, mixedID := order("C-MIXED", time.Now().Add(-time.Hour))
+	e.archived(t, w, mixedID, mustJSON(t, mixedP), 0, "wechat: permanent: code=NO_AUTH status=403", failSystem())
+	w.srv.Shutdown()
+
+	var out, errw bytes.Buffer
+	sum, err := e.c.Replay(context.Background(), ReplayOptions{Filter: ReplayFilter{Code: "no_auth"}, DryRun: true, Out: &out, Err: &errw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ReplaySummary{Scanned: 3, Matched: 1, NoRecord: 1}); sum != want {
+		t.Errorf("summary = %+v, want %+v", sum, want)
+	}
+	if !strings.Contains(out.String(), "would replay "+recID) || strings.Contains(out.String(), legacyID) || strings.Contains(out.String(), mixedID) {
+		t.Errorf("dry run selected:\n%s", out.String())
+	}
+	if !strings.Contains(errw.String(), "1 archived close tasks carry no failure record") || !strings.Contains(errw.String(), "--older-than") {
+		t.Errorf("no note about the task without a record: %q", errw.String())
+	}
+	if !strings.Contains(sum.String(), "1 without a failure record") {
+		t.Errorf("summary text %q", sum.String())
+	}
+	// Other filters still reach the task without a record.
+	sum, err = e.c.Replay(context.Background(), ReplayOptions{Filter: ReplayFilter{OutTradeNo: "C-LEGACY"}, Out: io.Discard, Err: io.Discard})
+	if err != nil || sum.Replayed != 1 || sum.NoRecord != 0 {
+		t.Errorf("replay by order number = %+v, %v", sum, err)
 	}
 }

@@ -24,7 +24,8 @@ type Status struct {
 	// Retried and MaxRetry are the spent and total retry budget.
 	Retried  int `json:"retried"`
 	MaxRetry int `json:"max_retry"`
-	// LastError is the error of the last failed attempt, if any.
+	// LastError is asynq's text of the last failed attempt's error, if
+	// any. Failure holds the same failure as data; read that.
 	LastError    string    `json:"last_error,omitempty"`
 	LastFailedAt time.Time `json:"last_failed_at,omitzero"`
 	// NextRunAt is when the task runs next (scheduled, pending, retry).
@@ -34,7 +35,14 @@ type Status struct {
 	CompletedAt time.Time `json:"completed_at,omitzero"`
 	// Result is the handler's outcome of a completed close.
 	Result *tasks.CloseResult `json:"result,omitempty"`
-	// ResultError says why a stored result could not be read.
+	// Failure is the handler's record of the last failed attempt of a close
+	// that has not completed (retrying, postponed or archived): WeChat Pay's
+	// code, the failure's class, message, status and request id. It is nil
+	// for a task that never failed and for one archived by a wxclose
+	// version that stored no failure records; LastError is all there is
+	// then.
+	Failure *tasks.CloseFailure `json:"failure,omitempty"`
+	// ResultError says why a stored record could not be read.
 	ResultError string `json:"result_error,omitempty"`
 	// Payload is the stored order; nil if it could not be decoded.
 	Payload *tasks.ClosePayload `json:"payload,omitempty"`
@@ -77,14 +85,11 @@ func statusOf(info *asynq.TaskInfo) Status {
 	} else {
 		s.Payload = &p
 	}
-	if len(info.Result) > 0 {
-		var r tasks.CloseResult
-		if err := json.Unmarshal(info.Result, &r); err != nil {
-			s.ResultError = fmt.Sprintf("stored result is not a close result: %v", err)
-		} else {
-			s.Result = &r
-		}
+	r, f, err := tasks.DecodeCloseRecord(info.Result)
+	if err != nil {
+		s.ResultError = err.Error()
 	}
+	s.Result, s.Failure = r, f
 	return s
 }
 
@@ -106,7 +111,13 @@ func WriteStatus(w io.Writer, s Status, asJSON bool) error {
 	if !s.NextRunAt.IsZero() {
 		field("next run", formatTime(s.NextRunAt))
 	}
-	if s.LastError != "" || !s.LastFailedAt.IsZero() {
+	switch {
+	case s.Failure != nil:
+		field("last failure", describeFailure(*s.Failure))
+	case s.LastError != "" || !s.LastFailedAt.IsZero():
+		// No record: archived by a wxclose version that stored none, or
+		// failed outside the handler (a lost lease). asynq's text is shown
+		// as it is, never parsed.
 		field("last failed", formatTime(s.LastFailedAt))
 		field("last error", oneLine(s.LastError))
 	}
@@ -147,6 +158,45 @@ func describeResult(r tasks.CloseResult) string {
 		parts = append(parts, fmt.Sprintf("message=%q", r.Message))
 	}
 	return strings.Join(parts, " ")
+}
+
+func describeFailure(f tasks.CloseFailure) string {
+	parts := []string{f.Outcome}
+	if f.Code != "" {
+		parts = append(parts, "code="+f.Code)
+	}
+	if f.Class != "" {
+		parts = append(parts, "class="+f.Class)
+	}
+	if f.HTTPStatus != 0 {
+		parts = append(parts, fmt.Sprintf("status=%d", f.HTTPStatus))
+	}
+	if f.RequestID != "" {
+		parts = append(parts, "request_id="+f.RequestID)
+	}
+	if f.Attempt != 0 {
+		parts = append(parts, fmt.Sprintf("attempt %d", f.Attempt))
+	}
+	if !f.At.IsZero() {
+		parts = append(parts, "at "+formatTime(f.At))
+	}
+	if f.Message != "" {
+		parts = append(parts, fmt.Sprintf("message=%q", oneLine(f.Message)))
+	}
+	return strings.Join(parts, " ")
+}
+
+// summarizeFailure is the short form of f for one table cell: outcome,
+// code and message.
+func summarizeFailure(f tasks.CloseFailure) string {
+	s := f.Outcome
+	if f.Code != "" {
+		s += " " + f.Code
+	}
+	if f.Message != "" {
+		s += ": " + oneLine(f.Message)
+	}
+	return s
 }
 
 func describePayload(p tasks.ClosePayload) string {

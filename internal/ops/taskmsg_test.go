@@ -36,7 +36,7 @@ func TestTaskMsg(t *testing.T) {
 	w := e.startWorker(t)
 	p, id := order("M-1", time.Now().Add(-time.Hour))
 	payload := mustJSON(t, p)
-	w.set(id, behaviour{err: errSystem})
+	w.set(id, behaviour{err: errText, failure: failSystem()})
 	cl := asynq.NewClientFromRedisClient(e.srv.Client())
 	_, err := cl.Enqueue(asynq.NewTaskWithHeaders(tasks.TypeClose, payload, map[string]string{tasks.HeaderDueAt: "old", "other": "kept"}),
 		asynq.Queue(tasks.QueueClose), asynq.TaskID(id), asynq.MaxRetry(1),

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wxclose/wxclose/internal/clockskew"
+	"github.com/wxclose/wxclose/internal/closehandler"
 	"github.com/wxclose/wxclose/internal/config"
 	"github.com/wxclose/wxclose/internal/dashboard"
 	"github.com/wxclose/wxclose/internal/metrics"
@@ -61,7 +62,7 @@ type Options struct {
 	NewCloser func(wechat.Hooks) (wechat.Closer, error)
 	// Observer also receives every close attempt, besides the worker's own
 	// Prometheus metrics. If nil, only the metrics do.
-	Observer tasks.Observer
+	Observer closehandler.Observer
 	// Version is reported in wxclose_build_info. If empty, the module
 	// version from the build info.
 	Version string
@@ -81,7 +82,7 @@ type Worker struct {
 	log      zerolog.Logger
 	rdb      redis.UniversalClient
 	server   *asynq.Server
-	handler  *tasks.CloseHandler
+	handler  *closehandler.Handler
 	producer *tasks.Producer
 	listener net.Listener
 	http     *http.Server
@@ -127,7 +128,7 @@ func New(opts Options) (*Worker, error) {
 	producer := tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{
 		MchID: cfg.MchID, CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
 	})
-	handler, err := tasks.NewCloseHandler(tasks.HandlerConfig{
+	handler, err := closehandler.New(closehandler.Config{
 		Closer: closer, Reconciler: producer, MchID: cfg.MchID,
 		CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
 		Logger: opts.Logger, Observer: observers{m, opts.Observer},
@@ -252,7 +253,7 @@ func (w *Worker) archiveUnknown(ctx context.Context, t *asynq.Task) error {
 	if len(typ) > maxTypeInReason {
 		typ = typ[:maxTypeInReason] + "..."
 	}
-	observers{w.metrics, w.opts.Observer}.ObserveAttempt(tasks.Attempt{TaskID: id, Outcome: tasks.OutcomeInvalidPayload})
+	observers{w.metrics, w.opts.Observer}.ObserveAttempt(closehandler.Attempt{TaskID: id, Outcome: tasks.OutcomeInvalidPayload})
 	w.log.Warn().Str("task_id", id).Str("queue", queue).Str("task_type", typ).
 		Msg("archived a task of a type this worker does not handle")
 	return fmt.Errorf("archived without running: task type %q is not handled on queue %q (this worker handles only %q): %w",
@@ -311,9 +312,9 @@ func (w *Worker) routes() http.Handler {
 }
 
 // observers fans one attempt out to several observers, skipping nil ones.
-type observers []tasks.Observer
+type observers []closehandler.Observer
 
-func (o observers) ObserveAttempt(a tasks.Attempt) {
+func (o observers) ObserveAttempt(a closehandler.Attempt) {
 	for _, ob := range o {
 		if ob != nil {
 			ob.ObserveAttempt(a)

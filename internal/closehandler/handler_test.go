@@ -1,10 +1,11 @@
-package tasks
+package closehandler
 
 import (
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/wxclose/wxclose/retry"
+	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
 )
 
@@ -49,6 +51,13 @@ type fakeCloser struct {
 	answer func(n int, req wechat.CloseRequest) (wechat.Outcome, error)
 	calls  []wechat.CloseRequest
 	sentAt []time.Time
+	// answered are the outcomes and errors returned, in order.
+	answered []answered
+}
+
+type answered struct {
+	out wechat.Outcome
+	err error
 }
 
 const callLatency = 40 * time.Millisecond
@@ -57,20 +66,35 @@ func (f *fakeCloser) Close(_ context.Context, req wechat.CloseRequest) (wechat.O
 	f.calls = append(f.calls, req)
 	f.sentAt = append(f.sentAt, f.clock.Now())
 	f.clock.advance(callLatency)
+	var out wechat.Outcome
+	var err error
 	if req.OutTradeNo != "" && req.TransactionID != "" {
-		return wechat.Outcome{}, &wechat.Error{Class: wechat.ClassPermanent,
+		err = &wechat.Error{Class: wechat.ClassPermanent,
 			Message: "set only one of OutTradeNo and TransactionID", Err: wechat.ErrInvalidRequest}
+	} else {
+		out, err = f.answer(len(f.calls), req)
 	}
-	return f.answer(len(f.calls), req)
+	f.answered = append(f.answered, answered{out, err})
+	return out, err
 }
+
+// fakeWriter stands in for asynq's ResultWriter, keeping every write.
+type fakeWriter struct{ writes [][]byte }
+
+func (w *fakeWriter) Write(data []byte) (int, error) {
+	w.writes = append(w.writes, append([]byte(nil), data...))
+	return len(data), nil
+}
+
+func (w *fakeWriter) TaskID() string { return "test" }
 
 type fakeReconciler struct {
 	err      error
 	dup      bool
-	payloads []ReconcilePayload
+	payloads []tasks.ReconcilePayload
 }
 
-func (f *fakeReconciler) EnqueueReconcile(_ context.Context, p ReconcilePayload) (bool, error) {
+func (f *fakeReconciler) EnqueueReconcile(_ context.Context, p tasks.ReconcilePayload) (bool, error) {
 	f.payloads = append(f.payloads, p)
 	return f.dup, f.err
 }
@@ -118,9 +142,9 @@ func answerWith(out wechat.Outcome, err error) func(int, wechat.CloseRequest) (w
 func TestProcessCloseDecisionTable(t *testing.T) {
 	now := time.Date(2026, 11, 22, 10, 10, 0, 500_000_000, time.UTC)
 	created := now.Add(-10 * time.Minute) // long past the 5-minute mark and its window
-	justDue := now.Add(-MinCloseAge - 10*time.Second)
-	base := ClosePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created}
-	with := func(mutate func(*ClosePayload)) ClosePayload {
+	justDue := now.Add(-tasks.MinCloseAge - 10*time.Second)
+	base := tasks.ClosePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created}
+	with := func(mutate func(*tasks.ClosePayload)) tasks.ClosePayload {
 		p := base
 		mutate(&p)
 		return p
@@ -134,11 +158,11 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 	tests := []struct {
 		name string
 		// pl is the payload; raw, when set, is sent instead.
-		pl  ClosePayload
+		pl  tasks.ClosePayload
 		raw string
-		// id is the task id; if empty, CloseTaskID(pl.Ref()).
+		// id is the task id; if empty, tasks.CloseTaskID(pl.Ref()).
 		id         string
-		taskType   string // if empty, TypeClose
+		taskType   string // if empty, tasks.TypeClose
 		retried    int
 		answer     func(int, wechat.CloseRequest) (wechat.Outcome, error)
 		reconciler fakeReconciler
@@ -148,314 +172,314 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 		wantReasonHas []string
 		wantReq       *wechat.CloseRequest // nil: WeChat Pay is not called
 		wantSleep     time.Duration
-		wantReconcile *ReconcilePayload
+		wantReconcile *tasks.ReconcilePayload
 		wantAttempt   Attempt // compared: Outcome, Code, Confirmed, Reconciled, Order
-		wantResult    *CloseResult
+		wantResult    *tasks.CloseResult
 	}{
 		{
 			name: "closed", pl: base, answer: answerWith(closed, nil),
 			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "already closed", pl: base,
 			answer: answerWith(wechat.Outcome{Result: wechat.ResultAlreadyClosed, Code: "ORDERCLOSED", HTTPStatus: 400}, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeAlreadyClosed, Code: "ORDERCLOSED"},
-			wantResult:  &CloseResult{Outcome: OutcomeAlreadyClosed, Code: "ORDERCLOSED", HTTPStatus: 400},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED"},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED", HTTPStatus: 400},
 		},
 		{
 			name: "not found", pl: base,
 			answer: answerWith(wechat.Outcome{Result: wechat.ResultNotFound, Code: "ORDER_NOT_EXIST", HTTPStatus: 404}, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeNotFound, Code: "ORDER_NOT_EXIST"},
-			wantResult:  &CloseResult{Outcome: OutcomeNotFound, Code: "ORDER_NOT_EXIST", HTTPStatus: 404},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeNotFound, Code: "ORDER_NOT_EXIST"},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeNotFound, Code: "ORDER_NOT_EXIST", HTTPStatus: 404},
 		},
 		{
 			name: "paid is handed to reconciliation", pl: base, answer: answerWith(paid, nil),
 			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantReconcile: &ReconcilePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created, Reason: ReasonOrderPaid},
-			wantAttempt:   Attempt{Outcome: OutcomePaid, Code: "ORDERPAID", Reconciled: true},
-			wantResult:    &CloseResult{Outcome: OutcomePaid, Code: "ORDERPAID", Message: "paid", HTTPStatus: 400, RequestID: "req-2"},
+			wantReconcile: &tasks.ReconcilePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created, Reason: tasks.ReasonOrderPaid},
+			wantAttempt:   Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Reconciled: true},
+			wantResult:    &tasks.CloseResult{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Message: "paid", HTTPStatus: 400, RequestID: "req-2"},
 		},
 		{
 			name: "paid again: reconciliation already has it", pl: base, answer: answerWith(paid, nil),
 			reconciler: fakeReconciler{dup: true},
 			want:       instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantReconcile: &ReconcilePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created, Reason: ReasonOrderPaid},
-			wantAttempt:   Attempt{Outcome: OutcomePaid, Code: "ORDERPAID"},
-			wantResult:    &CloseResult{Outcome: OutcomePaid, Code: "ORDERPAID", Message: "paid", HTTPStatus: 400, RequestID: "req-2"},
+			wantReconcile: &tasks.ReconcilePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created, Reason: tasks.ReasonOrderPaid},
+			wantAttempt:   Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID"},
+			wantResult:    &tasks.CloseResult{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Message: "paid", HTTPStatus: 400, RequestID: "req-2"},
 		},
 		{
 			name: "paid but reconciliation fails: retry", pl: base, answer: answerWith(paid, nil),
 			reconciler: fakeReconciler{err: errors.New("redis down")},
 			want:       instruction{kind: "retry"}, wantReasonHas: []string{"reconciliation", "redis down"},
 			wantReq:       reqFor("ORDER-1"),
-			wantReconcile: &ReconcilePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created, Reason: ReasonOrderPaid},
-			wantAttempt:   Attempt{Outcome: OutcomeRetry, Code: "ORDERPAID"},
+			wantReconcile: &tasks.ReconcilePayload{OutTradeNo: "ORDER-1", MchID: testMchID, CreatedAt: created, Reason: tasks.ReasonOrderPaid},
+			wantAttempt:   Attempt{Outcome: tasks.OutcomeRetry, Code: "ORDERPAID"},
 		},
 		{
 			name: "paid, confirmed by a signed query", pl: base,
 			answer: answerWith(wechat.Outcome{Result: wechat.ResultPaid, Code: "ORDERPAID", HTTPStatus: 200,
 				ConfirmedByQuery: true, TradeState: "SUCCESS", TransactionID: "4200000000202611220000000001"}, nil),
 			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantReconcile: &ReconcilePayload{OutTradeNo: "ORDER-1", TransactionID: "4200000000202611220000000001", MchID: testMchID,
-				CreatedAt: created, Reason: ReasonOrderPaid, TradeState: "SUCCESS"},
-			wantAttempt: Attempt{Outcome: OutcomePaid, Code: "ORDERPAID", Reconciled: true, Confirmed: true},
-			wantResult: &CloseResult{Outcome: OutcomePaid, Code: "ORDERPAID", HTTPStatus: 200,
+			wantReconcile: &tasks.ReconcilePayload{OutTradeNo: "ORDER-1", TransactionID: "4200000000202611220000000001", MchID: testMchID,
+				CreatedAt: created, Reason: tasks.ReasonOrderPaid, TradeState: "SUCCESS"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Reconciled: true, Confirmed: true},
+			wantResult: &tasks.CloseResult{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", HTTPStatus: 200,
 				ConfirmedByQuery: true, TradeState: "SUCCESS", TransactionID: "4200000000202611220000000001"},
 		},
 		{
 			name: "paid by transaction_id keeps the payload's number",
-			pl:   with(func(p *ClosePayload) { p.OutTradeNo, p.TransactionID = "", "4200000000202611220000000009" }),
+			pl:   with(func(p *tasks.ClosePayload) { p.OutTradeNo, p.TransactionID = "", "4200000000202611220000000009" }),
 			answer: answerWith(wechat.Outcome{Result: wechat.ResultPaid, Code: "ORDERPAID", ConfirmedByQuery: true,
 				TradeState: "REFUND", TransactionID: "4200000000202611220000000009"}, nil),
 			want:    instruction{kind: "done"},
 			wantReq: &wechat.CloseRequest{TransactionID: "4200000000202611220000000009", MchID: testMchID},
-			wantReconcile: &ReconcilePayload{TransactionID: "4200000000202611220000000009", MchID: testMchID,
-				CreatedAt: created, Reason: ReasonOrderPaid, TradeState: "REFUND"},
-			wantAttempt: Attempt{Outcome: OutcomePaid, Code: "ORDERPAID", Reconciled: true, Confirmed: true},
-			wantResult: &CloseResult{Outcome: OutcomePaid, Code: "ORDERPAID", ConfirmedByQuery: true,
+			wantReconcile: &tasks.ReconcilePayload{TransactionID: "4200000000202611220000000009", MchID: testMchID,
+				CreatedAt: created, Reason: tasks.ReasonOrderPaid, TradeState: "REFUND"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Reconciled: true, Confirmed: true},
+			wantResult: &tasks.CloseResult{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", ConfirmedByQuery: true,
 				TradeState: "REFUND", TransactionID: "4200000000202611220000000009"},
 		},
 		{
 			name: "closed, confirmed by a signed query", pl: base,
 			answer: answerWith(wechat.Outcome{Result: wechat.ResultAlreadyClosed, Code: "ORDERCLOSED", ConfirmedByQuery: true, TradeState: "CLOSED"}, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeAlreadyClosed, Code: "ORDERCLOSED", Confirmed: true},
-			wantResult:  &CloseResult{Outcome: OutcomeAlreadyClosed, Code: "ORDERCLOSED", ConfirmedByQuery: true, TradeState: "CLOSED"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED", Confirmed: true},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeAlreadyClosed, Code: "ORDERCLOSED", ConfirmedByQuery: true, TradeState: "CLOSED"},
 		},
 		{
 			name: "retryable", pl: base, answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassRetryable, 500, "SYSTEM_ERROR")),
 			want: instruction{kind: "retry"}, wantReasonHas: []string{"SYSTEM_ERROR"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeRetry, Code: "SYSTEM_ERROR"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeRetry, Code: "SYSTEM_ERROR"},
 		},
 		{
 			name: "unsigned final answer is retried, never done", pl: base,
 			answer: answerWith(wechat.Outcome{}, &wechat.Error{Class: wechat.ClassRetryable, Code: "ORDERCLOSED", HTTPStatus: 400, Err: wechat.ErrUntrustedResponse}),
 			want:   instruction{kind: "retry"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeRetry, Code: "ORDERCLOSED"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeRetry, Code: "ORDERCLOSED"},
 		},
 		{
 			name: "no final state and no error: retry", pl: base, answer: answerWith(wechat.Outcome{}, nil),
 			want: instruction{kind: "retry"}, wantReasonHas: []string{"no final state"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeRetry},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeRetry},
 		},
 		{
-			name: "exhausted", pl: base, retried: DefaultMaxRetry,
+			name: "exhausted", pl: base, retried: tasks.DefaultMaxRetry,
 			answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassRetryable, 502, "SERVICE_UNAVAILABLE")),
 			want:   instruction{kind: "archive"}, wantReasonHas: []string{"gave up after 20 retries", "SERVICE_UNAVAILABLE"},
-			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: OutcomeExhausted, Code: "SERVICE_UNAVAILABLE"},
+			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: tasks.OutcomeExhausted, Code: "SERVICE_UNAVAILABLE"},
 		},
 		{
 			name: "rate limited with a hint: snooze for it", pl: base,
 			answer: answerWith(wechat.Outcome{}, &wechat.Error{Class: wechat.ClassRateLimited, HTTPStatus: 429, Code: "RATE_LIMITED", RetryAfter: 3 * time.Second}),
 			want:   instruction{kind: "postpone", after: 3 * time.Second}, wantReasonHas: []string{"rate limited", "RATE_LIMITED"},
-			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: OutcomeRateLimited, Code: "RATE_LIMITED"},
+			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: tasks.OutcomeRateLimited, Code: "RATE_LIMITED"},
 		},
 		{
-			name: "rate limited without a hint: retry's short pause", pl: base, retried: DefaultMaxRetry - 1,
+			name: "rate limited without a hint: retry's short pause", pl: base, retried: tasks.DefaultMaxRetry - 1,
 			answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassRateLimited, 429, "FREQUENCY_LIMITED")),
 			want:   instruction{kind: "postpone"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeRateLimited, Code: "FREQUENCY_LIMITED"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeRateLimited, Code: "FREQUENCY_LIMITED"},
 		},
 		{
 			name: "permanent", pl: base, answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 400, "PARAM_ERROR")),
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"PARAM_ERROR"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomePermanent, Code: "PARAM_ERROR"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePermanent, Code: "PARAM_ERROR"},
 		},
 		{
 			name:          "possibly early: INVALID_REQUEST just after the mark is postponed 30s",
-			pl:            with(func(p *ClosePayload) { p.CreatedAt = justDue }),
+			pl:            with(func(p *tasks.ClosePayload) { p.CreatedAt = justDue }),
 			answer:        answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 400, "INVALID_REQUEST")),
 			want:          instruction{kind: "postpone", until: now.Add(callLatency + PossibleEarlyPause)},
 			wantReasonHas: []string{"possible early close", "INVALID_REQUEST"},
-			wantReq:       reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: OutcomePossiblyEarly, Code: "INVALID_REQUEST"},
+			wantReq:       reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: tasks.OutcomePossiblyEarly, Code: "INVALID_REQUEST"},
 		},
 		{
 			name:    "possibly early: an unknown code counts too",
-			pl:      with(func(p *ClosePayload) { p.CreatedAt = justDue }),
+			pl:      with(func(p *tasks.ClosePayload) { p.CreatedAt = justDue }),
 			answer:  answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 403, "ORDER_TOO_NEW")),
 			want:    instruction{kind: "postpone", until: now.Add(callLatency + PossibleEarlyPause)},
-			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: OutcomePossiblyEarly, Code: "ORDER_TOO_NEW"},
+			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: tasks.OutcomePossiblyEarly, Code: "ORDER_TOO_NEW"},
 		},
 		{
 			name: "possibly early window counts the measured clock offset",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = now.Add(-MinCloseAge - 65*time.Second) }), clockAhead: 10 * time.Second,
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(-tasks.MinCloseAge - 65*time.Second) }), clockAhead: 10 * time.Second,
 			answer:  answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 400, "INVALID_REQUEST")),
 			want:    instruction{kind: "postpone", until: now.Add(callLatency + PossibleEarlyPause)},
-			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: OutcomePossiblyEarly, Code: "INVALID_REQUEST"},
+			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: tasks.OutcomePossiblyEarly, Code: "INVALID_REQUEST"},
 		},
 		{
 			name:   "configuration code just after the mark is archived (SIGN_ERROR)",
-			pl:     with(func(p *ClosePayload) { p.CreatedAt = justDue }),
+			pl:     with(func(p *tasks.ClosePayload) { p.CreatedAt = justDue }),
 			answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 401, "SIGN_ERROR")),
 			want:   instruction{kind: "archive"}, wantReasonHas: []string{"SIGN_ERROR"},
-			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: OutcomePermanent, Code: "SIGN_ERROR"},
+			wantReq: reqFor("ORDER-1"), wantAttempt: Attempt{Outcome: tasks.OutcomePermanent, Code: "SIGN_ERROR"},
 		},
 		{
 			name:   "configuration code just after the mark is archived (NO_AUTH)",
-			pl:     with(func(p *ClosePayload) { p.CreatedAt = justDue }),
+			pl:     with(func(p *tasks.ClosePayload) { p.CreatedAt = justDue }),
 			answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 403, "NO_AUTH")),
 			want:   instruction{kind: "archive"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomePermanent, Code: "NO_AUTH"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePermanent, Code: "NO_AUTH"},
 		},
 		{
 			name:   "local error just after the mark is archived: it never reached WeChat Pay",
-			pl:     with(func(p *ClosePayload) { p.CreatedAt = justDue }),
+			pl:     with(func(p *tasks.ClosePayload) { p.CreatedAt = justDue }),
 			answer: answerWith(wechat.Outcome{}, &wechat.Error{Class: wechat.ClassPermanent, Message: "v2 needs out_trade_no", Err: wechat.ErrInvalidRequest}),
 			want:   instruction{kind: "archive"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomePermanent},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePermanent},
 		},
 		{
 			name:   "both order numbers: out_trade_no wins and the order is closed",
-			pl:     with(func(p *ClosePayload) { p.TransactionID = "4200000000202611220000000001" }),
+			pl:     with(func(p *tasks.ClosePayload) { p.TransactionID = "4200000000202611220000000001" }),
 			answer: answerWith(closed, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "no mchid: the id has '_' and the worker's merchant is used",
-			pl:   with(func(p *ClosePayload) { p.MchID = "" }), id: "close:_:out_trade_no:ORDER-1",
+			pl:   with(func(p *tasks.ClosePayload) { p.MchID = "" }), id: "close:_:out_trade_no:ORDER-1",
 			answer: answerWith(closed, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "invalid payload", raw: `{not json`, id: "close:_:out_trade_no:X",
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"invalid close order", "without calling WeChat Pay"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name: "unknown field closeAt",
 			raw:  `{"out_trade_no":"ORDER-1","mchid":"1900000109","created_at":"2026-11-22T10:00:00Z","closeAt":"2026-11-22T12:00:00Z"}`,
 			id:   "close:1900000109:out_trade_no:ORDER-1",
 			want: instruction{kind: "archive"}, wantReasonHas: []string{`"closeAt"`, `"close_at"`},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name: "upper-case key",
 			raw:  `{"OUT_TRADE_NO":"ORDER-1","mchid":"1900000109","created_at":"2026-11-22T10:00:00Z"}`,
 			id:   "close:1900000109:out_trade_no:ORDER-1",
 			want: instruction{kind: "archive"}, wantReasonHas: []string{`"OUT_TRADE_NO"`, "case-sensitive"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name: "duplicate key",
 			raw:  `{"out_trade_no":"ORDER-1","mchid":"1900000109","created_at":"2026-11-22T10:00:00Z","out_trade_no":"ORDER-2"}`,
 			id:   "close:1900000109:out_trade_no:ORDER-2",
 			want: instruction{kind: "archive"}, wantReasonHas: []string{`"out_trade_no" appears more than once`},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name: "task id does not match the payload", pl: base, id: "close:1900000109:out_trade_no:ORDER-2",
 			want:          instruction{kind: "archive"},
 			wantReasonHas: []string{"close:1900000109:out_trade_no:ORDER-2", "close:1900000109:out_trade_no:ORDER-1"},
-			wantAttempt:   Attempt{Outcome: OutcomeInvalidPayload, Order: OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
+			wantAttempt:   Attempt{Outcome: tasks.OutcomeInvalidPayload, Order: tasks.OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
 		},
 		{
 			name: "task id without the merchant the payload names", pl: base, id: "close:_:out_trade_no:ORDER-1",
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"close:_:out_trade_no:ORDER-1", "close:1900000109:out_trade_no:ORDER-1"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload, Order: OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload, Order: tasks.OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
 		},
 		{
 			name: "another task type on the close queue", pl: base, taskType: "order:refund",
 			want: instruction{kind: "archive"}, wantReasonHas: []string{`"order:refund"`},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name: "created_at more than an hour ahead",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = now.Add(MaxCreatedAtAhead + time.Second) }),
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(tasks.MaxCreatedAtAhead + time.Second) }),
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"created_at", "in the future"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload, Order: OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload, Order: tasks.OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
 		},
 		{
 			name: "created_at in the year 2400",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC) }),
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC) }),
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"created_at 2400-01-01T00:00:00Z"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload, Order: OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload, Order: tasks.OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
 		},
 		{
 			name:        "created_at within the hour ahead is postponed to its 5-minute mark",
-			pl:          with(func(p *ClosePayload) { p.CreatedAt = now.Add(30 * time.Minute) }),
-			want:        instruction{kind: "postpone", until: now.Add(35*time.Minute + DefaultCloseMargin)},
-			wantAttempt: Attempt{Outcome: OutcomePostponed},
+			pl:          with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(30 * time.Minute) }),
+			want:        instruction{kind: "postpone", until: now.Add(35*time.Minute + tasks.DefaultCloseMargin)},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
 		},
 		{
 			name: "close_at in the future is waited for",
-			pl:   with(func(p *ClosePayload) { p.CloseAt = now.Add(20 * time.Minute) }),
+			pl:   with(func(p *tasks.ClosePayload) { p.CloseAt = now.Add(20 * time.Minute) }),
 			want: instruction{kind: "postpone", until: now.Add(20 * time.Minute)}, wantReasonHas: []string{"close_at"},
-			wantAttempt: Attempt{Outcome: OutcomePostponed},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
 		},
 		{
 			name: "close_at a moment away is waited for in place",
-			pl:   with(func(p *ClosePayload) { p.CloseAt = now.Add(3 * time.Second) }), answer: answerWith(closed, nil),
+			pl:   with(func(p *tasks.ClosePayload) { p.CloseAt = now.Add(3 * time.Second) }), answer: answerWith(closed, nil),
 			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"), wantSleep: 3 * time.Second,
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "close_at in the past does not delay",
-			pl:   with(func(p *ClosePayload) { p.CloseAt = now.Add(-time.Minute) }), answer: answerWith(closed, nil),
+			pl:   with(func(p *tasks.ClosePayload) { p.CloseAt = now.Add(-time.Minute) }), answer: answerWith(closed, nil),
 			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "close_at more than 7 days after created_at",
-			pl:   with(func(p *ClosePayload) { p.CloseAt = created.Add(MaxCloseDelay + time.Second) }),
+			pl:   with(func(p *tasks.ClosePayload) { p.CloseAt = created.Add(tasks.MaxCloseDelay + time.Second) }),
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"close_at", "7 days"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name: "close_at before created_at",
-			pl:   with(func(p *ClosePayload) { p.CloseAt = created.Add(-time.Second) }),
+			pl:   with(func(p *tasks.ClosePayload) { p.CloseAt = created.Add(-time.Second) }),
 			want: instruction{kind: "archive"}, wantReasonHas: []string{"close_at", "before created_at"},
-			wantAttempt: Attempt{Outcome: OutcomeInvalidPayload},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeInvalidPayload},
 		},
 		{
 			name:          "far too early: postponed to creation + 5m + margin",
-			pl:            with(func(p *ClosePayload) { p.CreatedAt = now.Add(-MinCloseAge + 20*time.Second) }),
-			want:          instruction{kind: "postpone", until: now.Add(20*time.Second + DefaultCloseMargin)},
-			wantReasonHas: []string{"5 minutes"}, wantAttempt: Attempt{Outcome: OutcomePostponed},
+			pl:            with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(-tasks.MinCloseAge + 20*time.Second) }),
+			want:          instruction{kind: "postpone", until: now.Add(20*time.Second + tasks.DefaultCloseMargin)},
+			wantReasonHas: []string{"5 minutes"}, wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
 		},
 		{
 			name: "at the 5-minute mark: waits out the margin in place",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = now.Add(-MinCloseAge) }), answer: answerWith(closed, nil),
-			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"), wantSleep: DefaultCloseMargin,
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(-tasks.MinCloseAge) }), answer: answerWith(closed, nil),
+			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"), wantSleep: tasks.DefaultCloseMargin,
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "clock ahead beyond the margin is added to the guard",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = now.Add(-MinCloseAge - 2*time.Second) }), clockAhead: 3 * time.Second,
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(-tasks.MinCloseAge - 2*time.Second) }), clockAhead: 3 * time.Second,
 			answer: answerWith(closed, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"), wantSleep: time.Second,
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "clock ahead within the margin adds nothing",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = now.Add(-MinCloseAge - 2*time.Second) }), clockAhead: 500 * time.Millisecond,
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(-tasks.MinCloseAge - 2*time.Second) }), clockAhead: 500 * time.Millisecond,
 			answer: answerWith(closed, nil),
 			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
-			wantAttempt: Attempt{Outcome: OutcomeClosed},
-			wantResult:  &CloseResult{Outcome: OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
 		},
 		{
 			name: "large clock ahead postpones",
-			pl:   with(func(p *ClosePayload) { p.CreatedAt = now.Add(-MinCloseAge - 2*time.Second) }), clockAhead: 30 * time.Second,
+			pl:   with(func(p *tasks.ClosePayload) { p.CreatedAt = now.Add(-tasks.MinCloseAge - 2*time.Second) }), clockAhead: 30 * time.Second,
 			want:        instruction{kind: "postpone", until: now.Add(28 * time.Second)},
-			wantAttempt: Attempt{Outcome: OutcomePostponed},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
 		},
 		{
 			name: "clock ahead delays close_at too",
-			pl:   with(func(p *ClosePayload) { p.CloseAt = now.Add(time.Minute) }), clockAhead: 10 * time.Second,
+			pl:   with(func(p *tasks.ClosePayload) { p.CloseAt = now.Add(time.Minute) }), clockAhead: 10 * time.Second,
 			want:        instruction{kind: "postpone", until: now.Add(time.Minute + 10*time.Second)},
-			wantAttempt: Attempt{Outcome: OutcomePostponed},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
 		},
 	}
 	for _, tt := range tests {
@@ -470,11 +494,11 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 			}
 			rec := tt.reconciler
 			obs := &recordObserver{}
-			cfg := HandlerConfig{Closer: closer, Reconciler: &rec, MchID: testMchID, Observer: obs, Now: clk.Now}
+			cfg := Config{Closer: closer, Reconciler: &rec, MchID: testMchID, Observer: obs, Now: clk.Now}
 			if tt.clockAhead != 0 {
 				cfg.ClockAhead = func() time.Duration { return tt.clockAhead }
 			}
-			h, err := NewCloseHandler(cfg)
+			h, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -489,12 +513,13 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 			if tt.raw == "" {
 				payload = mustJSON(t, tt.pl)
 				if id == "" {
-					id = CloseTaskID(tt.pl.Ref())
+					id = tasks.CloseTaskID(tt.pl.Ref())
 				}
 			}
-			meta := TaskMeta{ID: id, Type: cmp.Or(tt.taskType, TypeClose), Retried: tt.retried, DueAt: now.Add(-2 * time.Second)}
+			meta := TaskMeta{ID: id, Type: cmp.Or(tt.taskType, tasks.TypeClose), Retried: tt.retried, DueAt: now.Add(-2 * time.Second)}
 
-			res, err := h.ProcessClose(context.Background(), meta, payload)
+			w := &fakeWriter{}
+			err = h.process(context.Background(), meta, payload, w)
 
 			got := classify(err)
 			if got.kind != tt.want.kind || !got.until.Equal(tt.want.until) || got.after != tt.want.after {
@@ -506,8 +531,8 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 					t.Errorf("reason %q does not contain %q", got.reason, s)
 				}
 			}
-			if tt.wantAttempt.Outcome == OutcomeInvalidPayload && !errors.Is(err, ErrInvalidPayload) {
-				t.Errorf("archived %v, want it to wrap ErrInvalidPayload", err)
+			if tt.wantAttempt.Outcome == tasks.OutcomeInvalidPayload && !errors.Is(err, tasks.ErrInvalidPayload) {
+				t.Errorf("archived %v, want it to wrap tasks.ErrInvalidPayload", err)
 			}
 			switch {
 			case tt.wantReq == nil && len(closer.calls) != 0:
@@ -519,18 +544,30 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 				t.Errorf("waited in place %s, want %s", slept, tt.wantSleep)
 			}
 			for _, at := range closer.sentAt {
-				if floor := EarliestClose(tt.pl.CreatedAt).Add(DefaultCloseMargin); at.Before(floor) || at.Before(tt.pl.CloseAt) {
+				if floor := tasks.EarliestClose(tt.pl.CreatedAt).Add(tasks.DefaultCloseMargin); at.Before(floor) || at.Before(tt.pl.CloseAt) {
 					t.Errorf("WeChat Pay called at %v, before %v or close_at %v", at, floor, tt.pl.CloseAt)
 				}
 			}
 			checkReconcile(t, rec.payloads, tt.wantReconcile, now.Add(callLatency))
 			checkAttempt(t, obs.attempts, id, tt.retried, tt.wantAttempt, tt.wantReq != nil)
+			// Exactly one write per run, success or failure: the stored
+			// record is the result of a completed close, else the failure.
+			if len(w.writes) != 1 {
+				t.Fatalf("stored %d records, want exactly 1", len(w.writes))
+			}
+			res, fail, derr := tasks.DecodeCloseRecord(w.writes[0])
+			if derr != nil {
+				t.Fatalf("stored record %s: %v", w.writes[0], derr)
+			}
 			checkResult(t, res, tt.wantResult)
+			if tt.wantResult == nil {
+				checkFailure(t, fail, tt.retried, tt.wantAttempt, closer.answered, err)
+			}
 		})
 	}
 }
 
-func checkReconcile(t *testing.T, got []ReconcilePayload, want *ReconcilePayload, detectedAt time.Time) {
+func checkReconcile(t *testing.T, got []tasks.ReconcilePayload, want *tasks.ReconcilePayload, detectedAt time.Time) {
 	t.Helper()
 	if want == nil {
 		if len(got) != 0 {
@@ -544,8 +581,8 @@ func checkReconcile(t *testing.T, got []ReconcilePayload, want *ReconcilePayload
 		t.Errorf("reconciliation got %+v, want exactly %+v", got, w)
 	}
 	if len(got) == 1 {
-		ref := OrderRef{OutTradeNo: got[0].OutTradeNo, TransactionID: got[0].TransactionID, MchID: got[0].MchID}
-		if id := ReconcileTaskID(ref); !strings.HasPrefix(id, "reconcile:") || ref.Validate() != nil {
+		ref := tasks.OrderRef{OutTradeNo: got[0].OutTradeNo, TransactionID: got[0].TransactionID, MchID: got[0].MchID}
+		if id := tasks.ReconcileTaskID(ref); !strings.HasPrefix(id, "reconcile:") || ref.Validate() != nil {
 			t.Errorf("reconciliation payload %+v does not name a valid order", got[0])
 		}
 	}
@@ -562,7 +599,7 @@ func checkAttempt(t *testing.T, got []Attempt, id string, retried int, want Atte
 		t.Errorf("attempt = %+v, want task %s retried %d outcome %s code %q confirmed %v reconciled %v",
 			a, id, retried, want.Outcome, want.Code, want.Confirmed, want.Reconciled)
 	}
-	if want.Order != (OrderRef{}) && a.Order != want.Order {
+	if want.Order != (tasks.OrderRef{}) && a.Order != want.Order {
 		t.Errorf("attempt order = %+v, want %+v", a.Order, want.Order)
 	}
 	if called && a.WeChatLatency != callLatency {
@@ -573,7 +610,7 @@ func checkAttempt(t *testing.T, got []Attempt, id string, retried int, want Atte
 	}
 }
 
-func checkResult(t *testing.T, got, want *CloseResult) {
+func checkResult(t *testing.T, got, want *tasks.CloseResult) {
 	t.Helper()
 	if (got == nil) != (want == nil) {
 		t.Fatalf("result = %+v, want %+v", got, want)
@@ -591,20 +628,74 @@ func checkResult(t *testing.T, got, want *CloseResult) {
 	}
 }
 
+// wantClass is the class an outcome's failure record carries: what WeChat
+// Pay's answer was for failures, none for an early start (no failure), and
+// permanent for a payload that can never run.
+var wantClass = map[string]string{
+	tasks.OutcomeRetry:          tasks.ClassRetryable,
+	tasks.OutcomeExhausted:      tasks.ClassRetryable,
+	tasks.OutcomeRateLimited:    tasks.ClassRateLimited,
+	tasks.OutcomePermanent:      tasks.ClassPermanent,
+	tasks.OutcomePossiblyEarly:  tasks.ClassPermanent,
+	tasks.OutcomeInvalidPayload: tasks.ClassPermanent,
+	tasks.OutcomePostponed:      "",
+}
+
+// checkFailure checks the failure record stored for a failed attempt: the
+// attempt's outcome and code, the class, and WeChat Pay's status, request
+// id and message copied from its error (never parsed from the text).
+func checkFailure(t *testing.T, got *tasks.CloseFailure, retried int, want Attempt, answers []answered, instr error) {
+	t.Helper()
+	if got == nil {
+		t.Fatalf("no failure record stored for outcome %s", want.Outcome)
+	}
+	class, ok := wantClass[want.Outcome]
+	if !ok {
+		t.Fatalf("outcome %s has no class in the test's table", want.Outcome)
+	}
+	if got.Outcome != want.Outcome || got.Code != want.Code || got.Class != class || got.Attempt != retried+1 || got.At.IsZero() {
+		t.Errorf("failure = %+v, want outcome %s code %q class %q attempt %d and a time", got, want.Outcome, want.Code, class, retried+1)
+	}
+	if got.Message == "" {
+		t.Errorf("failure %+v has no message", got)
+	}
+	var last answered
+	if len(answers) > 0 {
+		last = answers[len(answers)-1]
+	}
+	var we *wechat.Error
+	switch {
+	case errors.As(last.err, &we):
+		if got.HTTPStatus != we.HTTPStatus || got.RequestID != we.RequestID || !strings.Contains(got.Message, we.Message) {
+			t.Errorf("failure %+v does not carry WeChat Pay's status %d, request id %q and message %q", got, we.HTTPStatus, we.RequestID, we.Message)
+		}
+	case last.err == nil && len(answers) > 0 && last.out.Result != 0:
+		// A final answer that could not be completed (reconciliation
+		// failed): the answer's status and request id are kept.
+		if got.HTTPStatus != last.out.HTTPStatus || got.RequestID != last.out.RequestID || !strings.Contains(instr.Error(), got.Message) {
+			t.Errorf("failure %+v, want the answer's status %d and request id %q and the error %q", got, last.out.HTTPStatus, last.out.RequestID, instr)
+		}
+	default:
+		if got.HTTPStatus != 0 || got.RequestID != "" || !strings.Contains(instr.Error(), got.Message) {
+			t.Errorf("failure %+v without a WeChat Pay answer, want no status and the reason of %q", got, instr)
+		}
+	}
+}
+
 // TestPossibleEarlyAtMostTwice follows one order refused with
 // INVALID_REQUEST on every call from the 5-minute mark on: the window and
 // the pause let the refusal be postponed twice, then it is archived.
 func TestPossibleEarlyAtMostTwice(t *testing.T) {
 	created := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	clk := &clock{now: EarliestClose(created).Add(DefaultCloseMargin)}
+	clk := &clock{now: tasks.EarliestClose(created).Add(tasks.DefaultCloseMargin)}
 	closer := &fakeCloser{clock: clk, answer: answerWith(wechat.Outcome{}, weErr(wechat.ClassPermanent, 400, "INVALID_REQUEST"))}
 	obs := &recordObserver{}
-	h, err := NewCloseHandler(HandlerConfig{Closer: closer, Reconciler: &fakeReconciler{}, Observer: obs, Now: clk.Now})
+	h, err := New(Config{Closer: closer, Reconciler: &fakeReconciler{}, Observer: obs, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := ClosePayload{OutTradeNo: "EARLY-1", MchID: testMchID, CreatedAt: created}
-	meta := TaskMeta{ID: CloseTaskID(p.Ref()), Type: TypeClose}
+	p := tasks.ClosePayload{OutTradeNo: "EARLY-1", MchID: testMchID, CreatedAt: created}
+	meta := TaskMeta{ID: tasks.CloseTaskID(p.Ref()), Type: tasks.TypeClose}
 	var kinds []string
 	for range 5 {
 		_, err := h.ProcessClose(context.Background(), meta, mustJSON(t, p))
@@ -620,8 +711,8 @@ func TestPossibleEarlyAtMostTwice(t *testing.T) {
 	if want := "postpone postpone archive"; strings.Join(kinds, " ") != want {
 		t.Fatalf("instructions %v, want %s", kinds, want)
 	}
-	if len(obs.attempts) != 3 || obs.attempts[0].Outcome != OutcomePossiblyEarly || obs.attempts[1].Outcome != OutcomePossiblyEarly ||
-		obs.attempts[2].Outcome != OutcomePermanent {
+	if len(obs.attempts) != 3 || obs.attempts[0].Outcome != tasks.OutcomePossiblyEarly || obs.attempts[1].Outcome != tasks.OutcomePossiblyEarly ||
+		obs.attempts[2].Outcome != tasks.OutcomePermanent {
 		t.Fatalf("attempts %+v, want possibly_early twice then permanent", obs.attempts)
 	}
 }
@@ -632,16 +723,21 @@ func TestProcessCloseWaitCancelled(t *testing.T) {
 	now := time.Date(2026, 11, 22, 10, 10, 0, 0, time.UTC)
 	clk := &clock{now: now}
 	closer := &fakeCloser{clock: clk, answer: answerWith(wechat.Outcome{Result: wechat.ResultClosed}, nil)}
-	h, err := NewCloseHandler(HandlerConfig{Closer: closer, Reconciler: &fakeReconciler{}, Now: clk.Now})
+	h, err := New(Config{Closer: closer, Reconciler: &fakeReconciler{}, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	p := ClosePayload{OutTradeNo: "WAIT-1", CreatedAt: now.Add(-MinCloseAge)}
-	_, err = h.ProcessClose(ctx, TaskMeta{ID: CloseTaskID(p.Ref()), Type: TypeClose}, mustJSON(t, p))
+	p := tasks.ClosePayload{OutTradeNo: "WAIT-1", CreatedAt: now.Add(-tasks.MinCloseAge)}
+	w := &fakeWriter{}
+	err = h.process(ctx, TaskMeta{ID: tasks.CloseTaskID(p.Ref()), Type: tasks.TypeClose}, mustJSON(t, p), w)
 	if !errors.Is(err, context.Canceled) || classify(err).kind != "retry" || len(closer.calls) != 0 {
 		t.Fatalf("err = %v, calls %d; want a cancelled wait and no call", err, len(closer.calls))
+	}
+	// asynq refuses writes once the task's context is done; none is tried.
+	if len(w.writes) != 0 {
+		t.Errorf("stored %d records for a cancelled wait", len(w.writes))
 	}
 }
 
@@ -651,27 +747,57 @@ func TestProcessCloseWaitCancelled(t *testing.T) {
 func TestProcessTaskWithoutAsynqContext(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 11, 22, 10, 10, 0, 0, time.UTC)}
 	closer := &fakeCloser{clock: clk, answer: answerWith(wechat.Outcome{Result: wechat.ResultClosed}, nil)}
-	h, err := NewCloseHandler(HandlerConfig{Closer: closer, Reconciler: &fakeReconciler{}, Now: clk.Now})
+	h, err := New(Config{Closer: closer, Reconciler: &fakeReconciler{}, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := ClosePayload{OutTradeNo: "CTX-1", CreatedAt: clk.now.Add(-time.Hour)}
-	err = h.ProcessTask(context.Background(), asynq.NewTask(TypeClose, mustJSON(t, p)))
+	p := tasks.ClosePayload{OutTradeNo: "CTX-1", CreatedAt: clk.now.Add(-time.Hour)}
+	err = h.ProcessTask(context.Background(), asynq.NewTask(tasks.TypeClose, mustJSON(t, p)))
 	if classify(err).kind != "archive" || len(closer.calls) != 0 {
 		t.Fatalf("ProcessTask = %v with %d calls, want archived without a call", err, len(closer.calls))
 	}
 }
 
 func TestNewCloseHandlerRequires(t *testing.T) {
-	if _, err := NewCloseHandler(HandlerConfig{Reconciler: &fakeReconciler{}}); err == nil || !strings.Contains(err.Error(), "Closer") {
+	if _, err := New(Config{Reconciler: &fakeReconciler{}}); err == nil || !strings.Contains(err.Error(), "Closer") {
 		t.Errorf("no Closer: %v", err)
 	}
-	if _, err := NewCloseHandler(HandlerConfig{Closer: &fakeCloser{}}); err == nil || !strings.Contains(err.Error(), "Reconciler") {
+	if _, err := New(Config{Closer: &fakeCloser{}}); err == nil || !strings.Contains(err.Error(), "Reconciler") {
 		t.Errorf("no Reconciler: %v", err)
 	}
 }
 
-func mustJSON(t *testing.T, p ClosePayload) []byte {
+// TestClassNames: the contract spells the failure classes itself (tasks
+// must not import wechat); they must stay the names wechat gives them.
+func TestClassNames(t *testing.T) {
+	for _, c := range []wechat.Class{wechat.ClassRetryable, wechat.ClassRateLimited, wechat.ClassPermanent} {
+		if got := className(c); got != c.String() {
+			t.Errorf("className(%v) = %q, want %q", c, got, c.String())
+		}
+	}
+}
+
+// TestFailureMessageFromWeChatError: the record copies WeChat Pay's
+// message and cause from the *wechat.Error found in the chain, not the text
+// of whatever wrapped it.
+func TestFailureMessageFromWeChatError(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 11, 22, 10, 10, 0, 0, time.UTC)}
+	we := &wechat.Error{Class: wechat.ClassRetryable, HTTPStatus: 502, Message: "bad gateway", Err: wechat.ErrUntrustedResponse}
+	closer := &fakeCloser{clock: clk, answer: answerWith(wechat.Outcome{}, fmt.Errorf("outer context that is not WeChat Pay's: %w", we))}
+	h, err := New(Config{Closer: closer, Reconciler: &fakeReconciler{}, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tasks.ClosePayload{OutTradeNo: "MSG-1", CreatedAt: clk.now.Add(-time.Hour)}
+	rec, _ := h.ProcessClose(context.Background(), TaskMeta{ID: tasks.CloseTaskID(p.Ref()), Type: tasks.TypeClose}, mustJSON(t, p))
+	f := rec.Failure
+	if f == nil || f.Message != "bad gateway: "+wechat.ErrUntrustedResponse.Error() || strings.Contains(f.Message, "outer context") ||
+		f.HTTPStatus != 502 || f.Class != tasks.ClassRetryable || f.Outcome != tasks.OutcomeRetry {
+		t.Fatalf("failure = %+v", f)
+	}
+}
+
+func mustJSON(t *testing.T, p tasks.ClosePayload) []byte {
 	t.Helper()
 	data, err := json.Marshal(p)
 	if err != nil {

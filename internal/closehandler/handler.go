@@ -1,4 +1,4 @@
-package tasks
+package closehandler
 
 import (
 	"context"
@@ -11,34 +11,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wxclose/wxclose/retry"
+	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
-)
-
-// Attempt outcomes, as reported to an Observer and written to logs and to
-// the task's result. The first four are final states of the order.
-const (
-	OutcomeClosed         = "closed"
-	OutcomeAlreadyClosed  = "already_closed"
-	OutcomeNotFound       = "not_found"
-	OutcomePaid           = "paid"
-	OutcomeRetry          = "retry"
-	OutcomeRateLimited    = "rate_limited"
-	OutcomePermanent      = "permanent"
-	OutcomeExhausted      = "exhausted"
-	OutcomePostponed      = "postponed"
-	OutcomeInvalidPayload = "invalid_payload"
-	// OutcomePossiblyEarly is a refusal that may mean WeChat Pay thought the
-	// close came too early (see PossibleEarlyWindow): the task is postponed
-	// without spending a retry instead of being archived.
-	OutcomePossiblyEarly = "possibly_early"
 )
 
 // Attempt describes one run of a close task, for metrics.
 type Attempt struct {
 	TaskID  string
-	Order   OrderRef
+	Order   tasks.OrderRef
 	Retried int
-	// Outcome is one of the Outcome* constants.
+	// Outcome is one of the tasks.Outcome* constants.
 	Outcome string
 	// Code is the WeChat code of the reply, if any.
 	Code string
@@ -63,31 +45,13 @@ type Observer interface {
 	ObserveAttempt(Attempt)
 }
 
-// Reconciler takes paid orders; *Producer implements it.
+// Reconciler takes paid orders; *tasks.Producer implements it.
 type Reconciler interface {
-	EnqueueReconcile(ctx context.Context, p ReconcilePayload) (duplicate bool, err error)
+	EnqueueReconcile(ctx context.Context, p tasks.ReconcilePayload) (duplicate bool, err error)
 }
 
-// CloseResult is written as the result of a completed close task, so
-// operators (and `enqueue status`) can see how it ended.
-type CloseResult struct {
-	Outcome    string    `json:"outcome"`
-	Code       string    `json:"code,omitempty"`
-	Message    string    `json:"message,omitempty"`
-	HTTPStatus int       `json:"http_status,omitempty"`
-	RequestID  string    `json:"request_id,omitempty"`
-	FinishedAt time.Time `json:"finished_at"`
-	// ConfirmedByQuery is true when the Close Order answer was unsigned and
-	// the outcome comes from a signed Query Order answer.
-	ConfirmedByQuery bool `json:"confirmed_by_query,omitempty"`
-	// TradeState is that Query Order answer's trade_state.
-	TradeState string `json:"trade_state,omitempty"`
-	// TransactionID is WeChat Pay's order number when an answer gave it.
-	TransactionID string `json:"transaction_id,omitempty"`
-}
-
-// HandlerConfig configures a CloseHandler.
-type HandlerConfig struct {
+// Config configures a Handler.
+type Config struct {
 	// Closer calls WeChat Pay. Required.
 	Closer wechat.Closer
 	// Reconciler receives paid orders. Required.
@@ -97,11 +61,11 @@ type HandlerConfig struct {
 	MchID string
 	// CloseMargin is added after creation + 5 minutes: the handler never
 	// calls WeChat Pay before creation + 5 minutes + CloseMargin (nor before
-	// the payload's close_at). If zero, DefaultCloseMargin; negative values
+	// the payload's close_at). If zero, tasks.DefaultCloseMargin; negative values
 	// count as zero.
 	CloseMargin time.Duration
 	// MaxRetry caps retries of transient failures whatever budget the task
-	// carries. If zero, DefaultMaxRetry.
+	// carries. If zero, tasks.DefaultMaxRetry.
 	MaxRetry int
 	// Logger receives one line per attempt. If zero, logging is off.
 	Logger zerolog.Logger
@@ -157,86 +121,120 @@ var configurationCodes = map[string]bool{
 	"XML_FORMAT_ERROR":      true,
 }
 
-// CloseHandler processes order:close tasks. It is safe for concurrent use.
-type CloseHandler struct {
-	cfg HandlerConfig
+// Handler processes order:close tasks. It is safe for concurrent use.
+type Handler struct {
+	cfg Config
 	// sleep waits in place for the 5-minute mark; tests replace it to move
 	// their fixed clock instead of sleeping.
 	sleep func(ctx context.Context, d time.Duration) error
 }
 
-// NewCloseHandler checks cfg and returns a handler.
-func NewCloseHandler(cfg HandlerConfig) (*CloseHandler, error) {
+// New checks cfg and returns a handler.
+func New(cfg Config) (*Handler, error) {
 	if cfg.Closer == nil {
-		return nil, errors.New("tasks: HandlerConfig.Closer is required")
+		return nil, errors.New("closehandler: Config.Closer is required")
 	}
 	if cfg.Reconciler == nil {
-		return nil, errors.New("tasks: HandlerConfig.Reconciler is required")
+		return nil, errors.New("closehandler: Config.Reconciler is required")
 	}
 	if cfg.CloseMargin == 0 {
-		cfg.CloseMargin = DefaultCloseMargin
+		cfg.CloseMargin = tasks.DefaultCloseMargin
 	}
 	cfg.CloseMargin = max(cfg.CloseMargin, 0)
 	if cfg.MaxRetry <= 0 {
-		cfg.MaxRetry = DefaultMaxRetry
+		cfg.MaxRetry = tasks.DefaultMaxRetry
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &CloseHandler{cfg: cfg, sleep: sleepCtx}, nil
+	return &Handler{cfg: cfg, sleep: sleepCtx}, nil
 }
 
 // TaskMeta is what the handler reads about a task besides its payload.
 // ProcessTask fills it from asynq (whose task context cannot be built
 // outside asynq); tests fill it themselves and call ProcessClose.
 type TaskMeta struct {
-	// ID is the task id (asynq.GetTaskID). It must be CloseTaskID of the
-	// payload's order.
+	// ID is the task id (asynq.GetTaskID). It must be tasks.CloseTaskID of
+	// the payload's order.
 	ID string
-	// Type is the task type; anything but TypeClose is archived.
+	// Type is the task type; anything but tasks.TypeClose is archived.
 	Type string
 	// Retried is the number of retries already spent (asynq.GetRetryCount).
 	Retried int
-	// DueAt is when the task became runnable (the HeaderDueAt header), zero
-	// if unknown.
+	// DueAt is when the task became runnable (the tasks.HeaderDueAt
+	// header), zero if unknown.
 	DueAt time.Time
 }
 
+// Record is what one run leaves with its task, as asynq's task result: the
+// CloseResult of a completed close, or the CloseFailure of an attempt that
+// did not complete it. At most one is set. Both are nil only when nothing
+// can be stored: the run was cancelled while waiting for the 5-minute mark,
+// and asynq refuses writes once a task's context is done.
+type Record struct {
+	Result  *tasks.CloseResult
+	Failure *tasks.CloseFailure
+}
+
+// recordWriter is the part of *asynq.ResultWriter the handler uses.
+type recordWriter interface {
+	Write(data []byte) (int, error)
+	TaskID() string
+}
+
 // ProcessTask implements asynq.Handler; see ProcessClose for the
-// instruction it returns. It writes the CloseResult of a completed close as
-// the task's result.
-func (h *CloseHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+// instruction it returns. It stores the run's Record as the task's result:
+// exactly one write per run, whether the close completed or failed.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	meta := TaskMeta{Type: t.Type()}
 	meta.ID, _ = asynq.GetTaskID(ctx)
 	meta.Retried, _ = asynq.GetRetryCount(ctx)
 	meta.DueAt, _ = dueFromHeader(t)
-	res, err := h.ProcessClose(ctx, meta, t.Payload())
-	if err == nil && res != nil {
-		h.writeResult(t.ResultWriter(), *res)
+	var w recordWriter
+	if rw := t.ResultWriter(); rw != nil { // nil outside asynq
+		w = rw
+	}
+	return h.process(ctx, meta, t.Payload(), w)
+}
+
+// process is ProcessTask after asynq's context has been read: it decides
+// and stores the record with w, which may be nil.
+func (h *Handler) process(ctx context.Context, meta TaskMeta, payload []byte, w recordWriter) error {
+	rec, err := h.ProcessClose(ctx, meta, payload)
+	switch {
+	case rec.Result != nil:
+		h.store(w, rec.Result)
+	case rec.Failure != nil:
+		h.store(w, rec.Failure)
 	}
 	return err
 }
 
-// ProcessClose handles one run of a close task and returns asynq's
-// instruction, decided here and nowhere else:
+// ProcessClose handles one run of a close task and returns the record to
+// store with it and asynq's instruction, decided here and nowhere else:
 //
-//   - nil: done; the returned CloseResult says how the order ended.
+//   - nil: done; Record.Result says how the order ended.
 //   - a *retry.Postpone (errors.As): run again later without spending a
 //     retry: at its Until (an early start, a possible early close) or after
 //     its After (rate limited, carrying WeChat Pay's Retry-After hint).
 //   - an error wrapping asynq.SkipRetry: archive now; the error is the
 //     reason (invalid payload, permanent refusal, retries exhausted).
 //   - any other error: retry with backoff, spending a retry.
-func (h *CloseHandler) ProcessClose(ctx context.Context, meta TaskMeta, payload []byte) (*CloseResult, error) {
+//
+// With every error but a cancelled wait, Record.Failure carries the same
+// decision as data (outcome, WeChat Pay's code, class, message, status and
+// request id), so that nobody needs to parse the error's text.
+func (h *Handler) ProcessClose(ctx context.Context, meta TaskMeta, payload []byte) (Record, error) {
 	start := h.cfg.Now()
 	a := Attempt{TaskID: meta.ID, Retried: meta.Retried}
 
 	p, err := h.admit(meta, payload, start)
 	if err != nil {
 		a.Order = p.Ref()
-		a.Outcome = OutcomeInvalidPayload
+		a.Outcome = tasks.OutcomeInvalidPayload
 		h.report(a, err)
-		return nil, fmt.Errorf("archived without calling WeChat Pay: %w: %w", err, asynq.SkipRetry)
+		f := h.failure(a, tasks.ClassPermanent, nil, err)
+		return Record{Failure: f}, fmt.Errorf("archived without calling WeChat Pay: %w: %w", err, asynq.SkipRetry)
 	}
 	if p.MchID == "" {
 		p.MchID = h.cfg.MchID
@@ -252,21 +250,15 @@ func (h *CloseHandler) ProcessClose(ctx context.Context, meta TaskMeta, payload 
 	if notBefore := h.notBefore(p); start.Before(notBefore) {
 		wait := notBefore.Sub(start)
 		if wait > maxInlineWait {
-			a.Outcome, a.HasLateness = OutcomePostponed, false
-			err := retry.PostponeUntil(notBefore, h.earlyReason(p))
-			h.report(a, err)
-			return nil, err
+			return h.postponeEarly(a, retry.PostponeUntil(notBefore, h.earlyReason(p)))
 		}
 		// A short wait is cheaper and safer in place: asynq archives any
 		// error, postponements included, once a task's retries are spent.
 		if err := h.sleep(ctx, wait); err != nil {
-			return nil, fmt.Errorf("waiting for the 5-minute mark: %w", err)
+			return Record{}, fmt.Errorf("waiting for the 5-minute mark: %w", err)
 		}
 		if now := h.cfg.Now(); now.Before(notBefore) {
-			a.Outcome, a.HasLateness = OutcomePostponed, false
-			err := retry.PostponeUntil(notBefore, "clock is still before "+h.earlyReason(p))
-			h.report(a, err)
-			return nil, err
+			return h.postponeEarly(a, retry.PostponeUntil(notBefore, "clock is still before "+h.earlyReason(p)))
 		}
 		start = h.cfg.Now()
 	}
@@ -280,7 +272,7 @@ func (h *CloseHandler) ProcessClose(ctx context.Context, meta TaskMeta, payload 
 			Message: fmt.Sprintf("close returned no final state (%s)", out.Result)}
 	}
 	if err != nil {
-		return nil, h.failed(a, p, start, err)
+		return h.failed(a, p, start, err)
 	}
 	a.Code = out.Code
 	a.Outcome = resultOutcome(out.Result)
@@ -289,10 +281,10 @@ func (h *CloseHandler) ProcessClose(ctx context.Context, meta TaskMeta, payload 
 		// Hand the order to reconciliation before the close task completes:
 		// if the worker dies in between, the close runs again, gets
 		// ORDERPAID again, and the task id keeps the hand-off single.
-		rp := ReconcilePayload{
+		rp := tasks.ReconcilePayload{
 			OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID,
 			MchID: p.MchID, SubMchID: p.SubMchID,
-			CreatedAt: p.CreatedAt, DetectedAt: h.cfg.Now().UTC(), Reason: ReasonOrderPaid,
+			CreatedAt: p.CreatedAt, DetectedAt: h.cfg.Now().UTC(), Reason: tasks.ReasonOrderPaid,
 			TradeState: out.TradeState,
 		}
 		if rp.TransactionID == "" {
@@ -300,40 +292,51 @@ func (h *CloseHandler) ProcessClose(ctx context.Context, meta TaskMeta, payload 
 		}
 		dup, rerr := h.cfg.Reconciler.EnqueueReconcile(ctx, rp)
 		if rerr != nil {
-			a.Outcome = OutcomeRetry
+			a.Outcome = tasks.OutcomeRetry
 			err := fmt.Errorf("order is paid but the reconciliation task could not be enqueued; will close again: %w", rerr)
 			h.report(a, err)
-			return nil, err
+			f := h.failure(a, tasks.ClassRetryable, nil, err)
+			f.Code, f.HTTPStatus, f.RequestID = out.Code, out.HTTPStatus, out.RequestID
+			return Record{Failure: f}, err
 		}
 		a.Reconciled = !dup
 	}
-	res := &CloseResult{
+	res := &tasks.CloseResult{
 		Outcome: a.Outcome, Code: out.Code, Message: out.Message,
 		HTTPStatus: out.HTTPStatus, RequestID: out.RequestID, FinishedAt: h.cfg.Now().UTC(),
 		ConfirmedByQuery: out.ConfirmedByQuery, TradeState: out.TradeState, TransactionID: out.TransactionID,
 	}
 	h.report(a, nil)
-	return res, nil
+	return Record{Result: res}, nil
+}
+
+// postponeEarly reports and returns the postponement of a task that
+// started before it may call WeChat Pay. It is no failure, so its record
+// has no class.
+func (h *Handler) postponeEarly(a Attempt, err error) (Record, error) {
+	a.Outcome, a.HasLateness = tasks.OutcomePostponed, false
+	h.report(a, err)
+	return Record{Failure: h.failure(a, "", nil, err)}, err
 }
 
 // admit decodes the payload and checks that the task may be run at all:
 // the right type, a strictly valid payload, the task id its order gives, and
-// a created_at within MaxCreatedAtAhead of now. The returned payload is the
-// decoded one (zero if it did not decode), for the log line.
-func (h *CloseHandler) admit(meta TaskMeta, payload []byte, now time.Time) (ClosePayload, error) {
-	if meta.Type != TypeClose {
-		return ClosePayload{}, fmt.Errorf("%w: task type %q is not %s; this queue (%s) takes only close tasks",
-			ErrInvalidPayload, meta.Type, TypeClose, QueueClose)
+// a created_at within tasks.MaxCreatedAtAhead of now. The returned payload
+// is the decoded one (zero if it did not decode), for the log line.
+func (h *Handler) admit(meta TaskMeta, payload []byte, now time.Time) (tasks.ClosePayload, error) {
+	if meta.Type != tasks.TypeClose {
+		return tasks.ClosePayload{}, fmt.Errorf("%w: task type %q is not %s; this queue (%s) takes only close tasks",
+			tasks.ErrInvalidPayload, meta.Type, tasks.TypeClose, tasks.QueueClose)
 	}
-	p, err := DecodeClosePayload(payload)
+	p, err := tasks.DecodeClosePayload(payload)
 	if err != nil {
-		return ClosePayload{}, err
+		return tasks.ClosePayload{}, err
 	}
 	// The producer computes the id from the payload as stored (with the
 	// merchant it filled in, or "_"), so compare before the worker's
 	// default merchant is applied.
-	if want := CloseTaskID(p.Ref()); meta.ID != want {
-		return p, fmt.Errorf("%w: task id %q does not match its payload, whose order gives task id %q", ErrInvalidPayload, meta.ID, want)
+	if want := tasks.CloseTaskID(p.Ref()); meta.ID != want {
+		return p, fmt.Errorf("%w: task id %q does not match its payload, whose order gives task id %q", tasks.ErrInvalidPayload, meta.ID, want)
 	}
 	if err := p.ValidateAt(now); err != nil {
 		return p, err
@@ -343,7 +346,7 @@ func (h *CloseHandler) admit(meta TaskMeta, payload []byte, now time.Time) (Clos
 
 // skew is the measured clock offset the guard must add: ClockAhead when it
 // exceeds the margin, which already absorbs smaller offsets.
-func (h *CloseHandler) skew() time.Duration {
+func (h *Handler) skew() time.Duration {
 	if h.cfg.ClockAhead == nil {
 		return 0
 	}
@@ -357,9 +360,9 @@ func (h *CloseHandler) skew() time.Duration {
 // Pay may be called for p: the later of creation + 5 minutes + the margin
 // (or the measured clock offset, when larger) and close_at (plus that
 // offset).
-func (h *CloseHandler) notBefore(p ClosePayload) time.Time {
+func (h *Handler) notBefore(p tasks.ClosePayload) time.Time {
 	skew := h.skew()
-	t := EarliestClose(p.CreatedAt).Add(max(h.cfg.CloseMargin, skew))
+	t := tasks.EarliestClose(p.CreatedAt).Add(max(h.cfg.CloseMargin, skew))
 	if !p.CloseAt.IsZero() {
 		if c := p.CloseAt.Add(skew); c.After(t) {
 			t = c
@@ -368,8 +371,8 @@ func (h *CloseHandler) notBefore(p ClosePayload) time.Time {
 	return t
 }
 
-func (h *CloseHandler) earlyReason(p ClosePayload) string {
-	if !p.CloseAt.IsZero() && p.CloseAt.After(EarliestClose(p.CreatedAt)) {
+func (h *Handler) earlyReason(p tasks.ClosePayload) string {
+	if !p.CloseAt.IsZero() && p.CloseAt.After(tasks.EarliestClose(p.CreatedAt)) {
 		return "the merchant's close_at"
 	}
 	return "WeChat Pay refuses to close an order within 5 minutes of its creation"
@@ -378,7 +381,7 @@ func (h *CloseHandler) earlyReason(p ClosePayload) string {
 // closeRequest names the order to WeChat Pay. When a payload carries both
 // numbers, out_trade_no wins (the task id uses it too): WeChat Pay's close
 // takes one of them, and v2 only knows out_trade_no.
-func closeRequest(p ClosePayload) wechat.CloseRequest {
+func closeRequest(p tasks.ClosePayload) wechat.CloseRequest {
 	r := wechat.CloseRequest{MchID: p.MchID, SubMchID: p.SubMchID, SubAppID: p.SubAppID}
 	if p.OutTradeNo != "" {
 		r.OutTradeNo = p.OutTradeNo
@@ -388,61 +391,96 @@ func closeRequest(p ClosePayload) wechat.CloseRequest {
 	return r
 }
 
-// failed turns a WeChat Pay error into asynq's instruction. sentAt is when
-// the call was made.
-func (h *CloseHandler) failed(a Attempt, p ClosePayload, sentAt time.Time, err error) error {
+// failed turns a WeChat Pay error into asynq's instruction and the record
+// that describes it. sentAt is when the call was made.
+func (h *Handler) failed(a Attempt, p tasks.ClosePayload, sentAt time.Time, err error) (Record, error) {
 	var we *wechat.Error
 	if errors.As(err, &we) {
 		a.Code = we.Code
 	}
-	switch wechat.ClassOf(err) {
-	case wechat.ClassPermanent:
-		if h.possiblyEarly(p, sentAt, we) {
-			a.Outcome = OutcomePossiblyEarly
-			pp := &retry.Postpone{
-				Until:  h.cfg.Now().Add(PossibleEarlyPause),
-				Reason: "possible early close: WeChat Pay refused a close made within " + PossibleEarlyWindow.String() + " of the 5-minute mark",
-				Err:    err,
-			}
-			h.report(a, pp)
-			return pp
+	class := wechat.ClassOf(err)
+	instr := err // what asynq is told; the log line shows postponements as such
+	logged := err
+	switch {
+	case class == wechat.ClassPermanent && h.possiblyEarly(p, sentAt, we):
+		a.Outcome = tasks.OutcomePossiblyEarly
+		instr = &retry.Postpone{
+			Until:  h.cfg.Now().Add(PossibleEarlyPause),
+			Reason: "possible early close: WeChat Pay refused a close made within " + PossibleEarlyWindow.String() + " of the 5-minute mark",
+			Err:    err,
 		}
-		a.Outcome = OutcomePermanent
-		h.report(a, err)
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-	case wechat.ClassRateLimited:
+		logged = instr
+	case class == wechat.ClassPermanent:
+		a.Outcome = tasks.OutcomePermanent
+		instr = fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	case class == wechat.ClassRateLimited:
 		// Being told to slow down says nothing about the close: snooze,
 		// without spending a retry, for WeChat Pay's hint or, without one,
 		// retry's short jittered pause.
-		a.Outcome = OutcomeRateLimited
+		a.Outcome = tasks.OutcomeRateLimited
 		var after time.Duration
 		if we != nil {
 			after = we.RetryAfter
 		}
-		pp := retry.Snooze(after, "rate limited by WeChat Pay", err)
-		h.report(a, pp)
-		return pp
+		instr = retry.Snooze(after, "rate limited by WeChat Pay", err)
+		logged = instr
+	case a.Retried >= h.cfg.MaxRetry:
+		a.Outcome = tasks.OutcomeExhausted
+		instr = fmt.Errorf("gave up after %d retries: %w: %w", a.Retried, err, asynq.SkipRetry)
+	default:
+		a.Outcome = tasks.OutcomeRetry
 	}
-	if a.Retried >= h.cfg.MaxRetry {
-		a.Outcome = OutcomeExhausted
-		h.report(a, err)
-		return fmt.Errorf("gave up after %d retries: %w: %w", a.Retried, err, asynq.SkipRetry)
+	h.report(a, logged)
+	return Record{Failure: h.failure(a, className(class), we, err)}, instr
+}
+
+// failure describes a failed attempt as data. we is WeChat Pay's error, if
+// the failure is one; its fields are copied rather than parsed from err.
+func (h *Handler) failure(a Attempt, class string, we *wechat.Error, err error) *tasks.CloseFailure {
+	f := &tasks.CloseFailure{
+		Outcome: a.Outcome, Class: class, Attempt: a.Retried + 1, At: h.cfg.Now().UTC(),
 	}
-	a.Outcome = OutcomeRetry
-	h.report(a, err)
-	return err
+	if we == nil {
+		f.Message = err.Error()
+		return f
+	}
+	f.Code, f.HTTPStatus, f.RequestID = we.Code, we.HTTPStatus, we.RequestID
+	f.Message = we.Message
+	if we.Err != nil {
+		if f.Message != "" {
+			f.Message += ": "
+		}
+		f.Message += we.Err.Error()
+	}
+	if f.Message == "" { // WeChat Pay said nothing beyond its status and code
+		f.Message = err.Error()
+	}
+	return f
+}
+
+// className names a wechat.Class in the contract's words. The contract
+// spells them itself (tasks must not import wechat); TestClassNames keeps
+// the two in step.
+func className(c wechat.Class) string {
+	switch c {
+	case wechat.ClassRateLimited:
+		return tasks.ClassRateLimited
+	case wechat.ClassPermanent:
+		return tasks.ClassPermanent
+	}
+	return tasks.ClassRetryable
 }
 
 // possiblyEarly reports whether a permanent refusal could be WeChat Pay's
 // answer to a close it thought came too early (see PossibleEarlyWindow).
-func (h *CloseHandler) possiblyEarly(p ClosePayload, sentAt time.Time, we *wechat.Error) bool {
+func (h *Handler) possiblyEarly(p tasks.ClosePayload, sentAt time.Time, we *wechat.Error) bool {
 	if we == nil || we.HTTPStatus == 0 || (we.HTTPStatus >= 300 && we.HTTPStatus < 400) {
 		return false // never reached WeChat Pay, or a wrong base URL
 	}
 	if errors.Is(we, wechat.ErrInvalidConfig) || errors.Is(we, wechat.ErrInvalidRequest) || configurationCodes[we.Code] {
 		return false
 	}
-	mark := EarliestClose(p.CreatedAt)
+	mark := tasks.EarliestClose(p.CreatedAt)
 	if h.cfg.ClockAhead != nil {
 		mark = mark.Add(max(h.cfg.ClockAhead(), 0))
 	}
@@ -460,30 +498,31 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (h *CloseHandler) writeResult(w *asynq.ResultWriter, r CloseResult) {
+// store writes a record as the task's result. A failed write only costs the
+// operator some detail (the close itself is decided; asynq still records
+// the error's text), so it never changes the instruction.
+func (h *Handler) store(w recordWriter, record any) {
 	if w == nil {
 		return
 	}
-	data, err := json.Marshal(r)
+	data, err := json.Marshal(record)
 	if err == nil {
 		_, err = w.Write(data)
 	}
 	if err != nil {
-		// The close itself succeeded; a missing result only costs the
-		// operator some detail, so it must not fail the task.
-		h.cfg.Logger.Warn().Err(err).Str("task_id", w.TaskID()).Msg("could not store the close result")
+		h.cfg.Logger.Warn().Err(err).Str("task_id", w.TaskID()).Msg("could not store the close record")
 	}
 }
 
-func (h *CloseHandler) report(a Attempt, err error) {
+func (h *Handler) report(a Attempt, err error) {
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.ObserveAttempt(a)
 	}
 	level := zerolog.InfoLevel
 	switch a.Outcome {
-	case OutcomeRetry, OutcomeRateLimited, OutcomePostponed, OutcomePossiblyEarly:
+	case tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePostponed, tasks.OutcomePossiblyEarly:
 		level = zerolog.WarnLevel
-	case OutcomePermanent, OutcomeExhausted, OutcomeInvalidPayload:
+	case tasks.OutcomePermanent, tasks.OutcomeExhausted, tasks.OutcomeInvalidPayload:
 		level = zerolog.ErrorLevel
 	}
 	ev := h.cfg.Logger.WithLevel(level)
@@ -510,7 +549,7 @@ func (h *CloseHandler) report(a Attempt, err error) {
 	if a.Confirmed {
 		ev = ev.Bool("confirmed_by_query", true)
 	}
-	if a.Outcome == OutcomePossiblyEarly {
+	if a.Outcome == tasks.OutcomePossiblyEarly {
 		ev = ev.Bool("possible_early_close", true)
 	}
 	if err != nil {
@@ -523,19 +562,19 @@ func (h *CloseHandler) report(a Attempt, err error) {
 func resultOutcome(r wechat.Result) string {
 	switch r {
 	case wechat.ResultClosed:
-		return OutcomeClosed
+		return tasks.OutcomeClosed
 	case wechat.ResultAlreadyClosed:
-		return OutcomeAlreadyClosed
+		return tasks.OutcomeAlreadyClosed
 	case wechat.ResultPaid:
-		return OutcomePaid
+		return tasks.OutcomePaid
 	case wechat.ResultNotFound:
-		return OutcomeNotFound
+		return tasks.OutcomeNotFound
 	}
 	return ""
 }
 
 func dueFromHeader(t *asynq.Task) (time.Time, bool) {
-	v, ok := t.Headers()[HeaderDueAt]
+	v, ok := t.Headers()[tasks.HeaderDueAt]
 	if !ok {
 		return time.Time{}, false
 	}
