@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestRunTiny runs every section with tiny sizes and checks that the command
+// completes and prints every row. It asserts nothing about the figures:
+// they depend on the machine and on what else runs on it.
+func TestRunTiny(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the worker and starts processes; skipped with -short")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"-orders", "200", "-burst", "200", "-memory-closes", "1000", "-latency-samples", "200", "-sign-for", "200ms"}
+	if code := run(context.Background(), args, os.Getenv, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	for _, figure := range []string{
+		"RSA-2048 signing bound", "bare asynq drain", "v3 closes/s", "v2 closes/s",
+		"burst of 200 due in one second", "burst: early calls", "EnqueueClose latency",
+		"bulk enqueue --file", "Redis bytes per scheduled close, Redis defaults",
+		"Redis bytes per scheduled close, hash-max-listpack-value 512", "worker peak RSS",
+	} {
+		if !strings.Contains(stdout.String(), figure) {
+			t.Errorf("no %q row in the output:\n%s", figure, &stdout)
+		}
+	}
+}
+
+// TestRunJSONSubset checks -only and -json: only the chosen sections run
+// and the output is one JSON document with their keys.
+func TestRunJSONSubset(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped with -short")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"-only", "latency,memory", "-memory-closes", "500", "-latency-samples", "100", "-json"}
+	if code := run(context.Background(), args, os.Getenv, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, &stderr)
+	}
+	var r report
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, &stdout)
+	}
+	got := map[string]bool{}
+	for _, x := range r.Rows {
+		got[x.Key] = true
+	}
+	for _, k := range []string{"latency.enqueue_close_p99_ms", "memory.bytes_per_scheduled_close"} {
+		if !got[k] {
+			t.Errorf("no row %s in %v", k, got)
+		}
+	}
+	if got["v3.closes_per_s"] || got["sign.signs_per_s"] {
+		t.Errorf("-only ran other sections: %v", got)
+	}
+}
+
+// TestFlags checks that bad flags are usage errors (exit 2) naming the
+// flag.
+func TestFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-orders", "1"}, "-orders"},
+		{[]string{"-only", "v4"}, `unknown section "v4"`},
+		{[]string{"-redis", "shared"}, "-redis"},
+		{[]string{"extra"}, "unexpected arguments"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), tc.args, os.Getenv, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}
