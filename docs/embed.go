@@ -34,12 +34,12 @@ func yamlToJSON(src []byte) ([]byte, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: the file is empty", ErrConvert)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrConvert, err)
 	}
-	if err := dec.Decode(new(yaml.Node)); err != io.EOF {
+	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: want exactly one YAML document", ErrConvert)
 	}
 	if root.Kind != yaml.DocumentNode || len(root.Content) != 1 {

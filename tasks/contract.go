@@ -245,7 +245,23 @@ func fieldError(field, value, rule string) error {
 // be one JSON object whose keys are ClosePayload's JSON names exactly, each at
 // most once (see CheckJSONFields). Any error wraps ErrInvalidPayload and
 // names the field.
+//
+// The payloads producers write are read in one pass (decodeClosePayloadFast);
+// any other input, valid or not, is read by CheckJSONFields and
+// encoding/json, which also word every error.
 func DecodeClosePayload(data []byte) (ClosePayload, error) {
+	if p, ok := decodeClosePayloadFast(data); ok {
+		if err := p.Validate(); err != nil {
+			return ClosePayload{}, err
+		}
+		return p, nil
+	}
+	return decodeClosePayloadJSON(data)
+}
+
+// decodeClosePayloadJSON is DecodeClosePayload with CheckJSONFields and
+// encoding/json, for every payload the single-pass reader leaves.
+func decodeClosePayloadJSON(data []byte) (ClosePayload, error) {
 	if err := CheckJSONFields(data, closePayloadFields...); err != nil {
 		return ClosePayload{}, err
 	}
@@ -347,7 +363,7 @@ func describeToken(tok json.Token) string {
 }
 
 func emptyAsEOF(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return errors.New("empty payload")
 	}
 	return err

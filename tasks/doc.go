@@ -7,8 +7,9 @@
 //     CheckJSONFields) and limits (MaxCreatedAtAhead, MaxCloseDelay);
 //   - the record the worker stores with each close task: the CloseResult of
 //     a completed close, or the CloseFailure of its last failed attempt, with
-//     the Outcome* and Class* strings they contain (DecodeCloseRecord reads
-//     either);
+//     the Outcome* and Class* strings they contain (ReadCloseRecord reads
+//     either as the task's state requires: a plain close stores none, see
+//     CloseResult.NeedsRecord);
 //   - Producer, which enqueues, requeues and cancels closes.
 //
 // A checkout service needs only Producer:

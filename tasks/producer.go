@@ -11,11 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// HeaderDueAt is the task header that records when a close became due to
-// run (RFC 3339): its due time, or the enqueue time for an order enqueued
-// after its due time. The worker measures how late it started from it.
-const HeaderDueAt = "wxclose-due-at"
-
 // Defaults used when the matching ProducerConfig field is zero. The worker
 // uses the same margin and retry budget when its configuration leaves them
 // unset (internal/config, internal/closehandler): they are defined here
@@ -64,7 +59,37 @@ type ProducerConfig struct {
 	ReconcileRetention time.Duration
 	// Now returns the current time. If nil, time.Now.
 	Now func() time.Time
+	// Shards is the number of close queues (WXCLOSE_SHARDS): with more than
+	// one, each close goes to close_order:<CloseShard(id, Shards)> (see
+	// CloseQueue). Every producer and worker of one Redis should use the
+	// same value. If zero, 1: the one queue close_order.
+	Shards int
+	// PreviousShards is the number of shards before the last change of
+	// Shards. While it is set (keep it for the completed-task retention,
+	// 24 h, after a change), EnqueueClose first looks for the order's task
+	// in the queue the previous layout gives it and reports a duplicate
+	// found there, instead of creating a second task under the new layout;
+	// CancelClose and LookupClose look there too. If zero, only the current
+	// layout is looked in first (other close queues are searched only when
+	// the task is not found there).
+	PreviousShards int
+	// WaitReplicas makes every enqueue wait until this many replicas of the
+	// Redis primary that holds the task have it (Redis WAIT), for at most
+	// WaitTimeout. An enqueue that is not replicated in time returns an
+	// error wrapping ErrNotReplicated: the task may exist on the primary
+	// only and be lost if it fails over, so enqueue again (a duplicate is
+	// harmless). Set it to 1 on Sentinel and Cluster deployments with
+	// replicas so that a failover loses no acknowledged close. If zero, an
+	// enqueue returns as soon as the primary has the task.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for replicas. Keep it below the Redis
+	// client's read timeout (3 s by default). If zero, DefaultWaitTimeout
+	// (1 s).
+	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout is ProducerConfig.WaitTimeout when zero.
+const DefaultWaitTimeout = time.Second
 
 func (c ProducerConfig) withDefaults() ProducerConfig {
 	if c.CloseMargin == 0 {
@@ -83,7 +108,29 @@ func (c ProducerConfig) withDefaults() ProducerConfig {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Shards == 0 {
+		c.Shards = 1
+	}
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = DefaultWaitTimeout
+	}
 	return c
+}
+
+// check reports settings no default can repair.
+func (c ProducerConfig) check() error {
+	if err := ValidateShards("ProducerConfig.Shards", c.Shards); err != nil {
+		return fmt.Errorf("tasks: %w", err)
+	}
+	if c.PreviousShards != 0 {
+		if err := ValidateShards("ProducerConfig.PreviousShards", c.PreviousShards); err != nil {
+			return fmt.Errorf("tasks: %w", err)
+		}
+	}
+	if c.WaitReplicas < 0 {
+		return fmt.Errorf("tasks: ProducerConfig.WaitReplicas must not be negative, not %d", c.WaitReplicas)
+	}
+	return nil
 }
 
 // CloseOrder asks for one order to be closed.
@@ -116,14 +163,21 @@ type Scheduled struct {
 	// State is the existing task's state for a duplicate ("scheduled",
 	// "completed", ...), or the new task's state.
 	State string
+	// Queue is the queue that holds the task: close_order, or its shard
+	// (close_order:<n>). For a duplicate found under the previous layout
+	// (ProducerConfig.PreviousShards), that layout's queue.
+	Queue string
 }
 
 // Producer enqueues and cancels close tasks. It is safe for concurrent use.
 type Producer struct {
 	cfg       ProducerConfig
+	cfgErr    error                 // a setting no default repairs; returned by every call
+	rdb       redis.UniversalClient // for WAIT (ProducerConfig.WaitReplicas)
 	owned     redis.UniversalClient // closed by Close; nil when the caller owns the client
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	locator   closeLocator
 }
 
 // NewProducer connects to Redis. Call Close when done.
@@ -139,11 +193,21 @@ func NewProducer(r asynq.RedisConnOpt, cfg ProducerConfig) *Producer {
 
 // NewProducerFromRedisClient uses an existing go-redis client, which the
 // caller keeps owning (Close does not close it).
+//
+// rdb may be a single-node client (redis.NewClient), a Sentinel client
+// (redis.NewFailoverClient) or a Cluster client (redis.NewClusterClient).
+// Invalid settings (Shards or PreviousShards outside 1..MaxShards, a
+// negative WaitReplicas) make every call return an error naming the field.
 func NewProducerFromRedisClient(rdb redis.UniversalClient, cfg ProducerConfig) *Producer {
+	cfg = cfg.withDefaults()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
 	return &Producer{
-		cfg:       cfg.withDefaults(),
+		cfg:       cfg,
+		cfgErr:    cfg.check(),
+		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		inspector: insp,
+		locator:   closeLocator{insp: insp, rdb: rdb, shards: cfg.Shards, previous: cfg.PreviousShards},
 	}
 }
 
@@ -198,11 +262,35 @@ func (p *Producer) RequeueClose(ctx context.Context, pl ClosePayload) (Scheduled
 }
 
 func (p *Producer) enqueueClose(ctx context.Context, pl ClosePayload, due time.Time) (Scheduled, error) {
+	if p.cfgErr != nil {
+		return Scheduled{}, p.cfgErr
+	}
 	data, err := json.Marshal(pl)
 	if err != nil {
 		return Scheduled{}, fmt.Errorf("encode close payload: %w", err)
 	}
 	id := CloseTaskID(pl.Ref())
+	queue := CloseQueue(id, p.cfg.Shards)
+	if p.cfg.PreviousShards > 0 {
+		// asynq recognises a task id within one queue only: after a change
+		// of the number of shards, the order's first task may sit in the
+		// queue of the previous layout.
+		if prev := CloseQueue(id, p.cfg.PreviousShards); prev != queue {
+			// One EXISTS in the common case (no task there); the task's
+			// details only for a duplicate.
+			held, err := p.locator.holding(ctx, id, []string{prev})
+			if err != nil {
+				return Scheduled{}, fmt.Errorf("enqueue close %s: look in the previous layout's %s: %w", id, prev, err)
+			}
+			if len(held) > 0 {
+				s := Scheduled{TaskID: id, Duplicate: true, Queue: prev}
+				if info, err := p.inspector.GetTaskInfo(prev, id); err == nil {
+					s.DueAt, s.State = info.NextProcessAt, info.State.String()
+				}
+				return s, p.waitReplicated(ctx, prev, id)
+			}
+		}
+	}
 	// The header records when the task became runnable: for an order
 	// enqueued after its due time (a late producer, a replay) that is now,
 	// so lateness measures the worker, not the producer.
@@ -210,9 +298,9 @@ func (p *Producer) enqueueClose(ctx context.Context, pl ClosePayload, due time.T
 	if now := p.cfg.Now(); now.After(due) {
 		runnable = now
 	}
-	task := asynq.NewTaskWithHeaders(TypeClose, data, map[string]string{HeaderDueAt: runnable.UTC().Format(time.RFC3339Nano)})
+	task := asynq.NewTaskWithHeaders(TypeClose, data, map[string]string{HeaderDue: FormatDue(runnable)})
 	info, err := p.client.EnqueueContext(ctx, task,
-		asynq.Queue(QueueClose),
+		asynq.Queue(queue),
 		asynq.TaskID(id),
 		asynq.ProcessAt(due),
 		asynq.MaxRetry(p.cfg.MaxRetry),
@@ -221,13 +309,16 @@ func (p *Producer) enqueueClose(ctx context.Context, pl ClosePayload, due time.T
 	)
 	switch {
 	case err == nil:
-		return Scheduled{TaskID: id, DueAt: due, State: info.State.String()}, nil
+		s := Scheduled{TaskID: id, DueAt: due, State: info.State.String(), Queue: queue}
+		return s, p.waitReplicated(ctx, queue, id)
 	case errors.Is(err, asynq.ErrTaskIDConflict):
-		s := Scheduled{TaskID: id, Duplicate: true}
-		if existing, ierr := p.inspector.GetTaskInfo(QueueClose, id); ierr == nil {
+		s := Scheduled{TaskID: id, Duplicate: true, Queue: queue}
+		if existing, ierr := p.inspector.GetTaskInfo(queue, id); ierr == nil {
 			s.DueAt, s.State = existing.NextProcessAt, existing.State.String()
 		}
-		return s, nil
+		// The first enqueue may have failed its own wait (and returned an
+		// error): this one is acknowledged only once the task is replicated.
+		return s, p.waitReplicated(ctx, queue, id)
 	default:
 		return Scheduled{}, fmt.Errorf("enqueue close %s: %w", id, err)
 	}
@@ -237,6 +328,9 @@ func (p *Producer) enqueueClose(ctx context.Context, pl ClosePayload, due time.T
 // once per order: it reports duplicate = true when the order already has a
 // reconciliation task (waiting, or completed within ReconcileRetention).
 func (p *Producer) EnqueueReconcile(ctx context.Context, rp ReconcilePayload) (duplicate bool, err error) {
+	if p.cfgErr != nil {
+		return false, p.cfgErr
+	}
 	data, err := json.Marshal(rp)
 	if err != nil {
 		return false, fmt.Errorf("encode reconcile payload: %w", err)
@@ -250,19 +344,30 @@ func (p *Producer) EnqueueReconcile(ctx context.Context, rp ReconcilePayload) (d
 		asynq.Retention(p.cfg.ReconcileRetention),
 	)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return true, nil
+		duplicate, err = true, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("enqueue reconcile %s: %w", id, err)
 	}
-	return false, nil
+	// On a Cluster the reconciliation queue and the close shard live on
+	// different nodes, with separate replication streams: the hand-off must
+	// be replicated before the close completes, or a failover could keep
+	// the completed close and lose the paid order's hand-off.
+	return duplicate, p.waitReplicated(ctx, QueueReconcile, id)
 }
 
 // CancelClose removes the close task of an order whose payment was
 // confirmed, whatever state it waits in (scheduled, pending, retry or
 // archived). It returns ErrNoClose if there is none, ErrCloseInProgress if it
 // is running, and ErrCloseFinished if it already completed.
+//
+// The task is looked for as LookupClose does. After a change of the number
+// of shards an order may have a copy under each layout; every copy found
+// waiting is removed, and a running or completed copy decides the answer.
 func (p *Producer) CancelClose(ctx context.Context, r OrderRef) error {
+	if p.cfgErr != nil {
+		return p.cfgErr
+	}
 	if r.MchID == "" {
 		r.MchID = p.cfg.MchID
 	}
@@ -270,28 +375,111 @@ func (p *Producer) CancelClose(ctx context.Context, r OrderRef) error {
 		return err
 	}
 	id := CloseTaskID(r)
-	info, err := p.inspector.GetTaskInfo(QueueClose, id)
+	copies, err := p.locator.find(ctx, id)
 	if err != nil {
-		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-			return fmt.Errorf("%s: %w", id, ErrNoClose)
-		}
-		return fmt.Errorf("look up %s: %w", id, err)
+		return err
 	}
-	switch info.State {
-	case asynq.TaskStateActive:
+	var active, completed, deleted bool
+	for _, info := range copies {
+		switch info.State {
+		case asynq.TaskStateActive:
+			active = true
+			continue
+		case asynq.TaskStateCompleted:
+			completed = true
+			continue
+		}
+		switch err := p.inspector.DeleteTask(info.Queue, id); {
+		case err == nil:
+			deleted = true
+		case errors.Is(err, asynq.ErrTaskNotFound):
+		default:
+			// The task became active between the lookup and the delete.
+			if info2, ierr := p.inspector.GetTaskInfo(info.Queue, id); ierr == nil && info2.State == asynq.TaskStateActive {
+				active = true
+				continue
+			}
+			return fmt.Errorf("delete %s from %s: %w", id, info.Queue, err)
+		}
+	}
+	switch {
+	case active:
 		return fmt.Errorf("%s: %w", id, ErrCloseInProgress)
-	case asynq.TaskStateCompleted:
+	case completed:
 		return fmt.Errorf("%s: %w", id, ErrCloseFinished)
+	case !deleted:
+		return fmt.Errorf("%s: %w", id, ErrNoClose)
 	}
-	if err := p.inspector.DeleteTask(QueueClose, id); err != nil {
-		if errors.Is(err, asynq.ErrTaskNotFound) {
-			return fmt.Errorf("%s: %w", id, ErrNoClose)
+	return nil
+}
+
+// LookupClose returns the close task with the given id: from the queue the
+// producer's layout (Shards) gives it, else from the queue of the previous
+// layout (PreviousShards), else from any other close queue Redis knows, so
+// that a task enqueued under another number of shards is found too. When an
+// order has copies under two layouts, the one that says most is returned
+// (running, then waiting, then completed, then archived). It returns an
+// error wrapping ErrNoClose when no close queue holds the task.
+//
+// The operator commands (enqueue status) and the HTTP API (GET
+// /v1/closes/{task_id}) use it, so every reader finds a task the same way.
+func (p *Producer) LookupClose(ctx context.Context, taskID string) (*asynq.TaskInfo, error) {
+	if p.cfgErr != nil {
+		return nil, p.cfgErr
+	}
+	copies, err := p.locator.find(ctx, taskID)
+	if err != nil {
+		return nil, err
+	}
+	return preferred(copies), nil
+}
+
+// ErrNotReplicated means Redis accepted a task but fewer replicas than
+// ProducerConfig.WaitReplicas confirmed it within WaitTimeout (or the task
+// was gone when they were asked): a failover could lose it. The enqueue was
+// not acknowledged; enqueue again.
+var ErrNotReplicated = errors.New("task not confirmed by enough Redis replicas")
+
+// waitReplicated returns once WaitReplicas replicas have the task id of
+// queue, or an error wrapping ErrNotReplicated.
+//
+// Redis's WAIT counts the replicas that acknowledged the last write of the
+// connection it is sent on, and asynq's client gives no access to that
+// connection. So one pipeline on one connection to the node holding the
+// queue checks that the task exists, writes a probe key in the queue's hash
+// slot, and waits for that write: replication is one ordered stream per
+// node, so a replica that has the probe has the task too. Checking
+// existence on that node catches the failover in between, where the node
+// now answering is a promoted replica that never had the task.
+func (p *Producer) waitReplicated(ctx context.Context, queue, id string) error {
+	if p.cfg.WaitReplicas <= 0 {
+		return nil
+	}
+	probe := replicationProbeKey(queue)
+	var node *redis.Client
+	switch c := p.rdb.(type) {
+	case *redis.ClusterClient:
+		var err error
+		if node, err = c.MasterForKey(ctx, probe); err != nil {
+			return fmt.Errorf("%s: find the Redis node of %s: %w: %w", id, queue, err, ErrNotReplicated)
 		}
-		// The task became active between the lookup and the delete.
-		if info2, ierr := p.inspector.GetTaskInfo(QueueClose, id); ierr == nil && info2.State == asynq.TaskStateActive {
-			return fmt.Errorf("%s: %w", id, ErrCloseInProgress)
-		}
-		return fmt.Errorf("delete %s: %w", id, err)
+	case *redis.Client:
+		node = c
+	default:
+		return fmt.Errorf("%s: ProducerConfig.WaitReplicas needs a single-node, Sentinel or Cluster client, not %T: %w", id, p.rdb, ErrNotReplicated)
+	}
+	pipe := node.Pipeline()
+	exists := pipe.Exists(ctx, taskKey(queue, id))
+	pipe.Set(ctx, probe, "1", time.Minute)
+	acked := pipe.Do(ctx, "WAIT", p.cfg.WaitReplicas, p.cfg.WaitTimeout.Milliseconds())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("%s: wait for %d replica(s): %w: %w", id, p.cfg.WaitReplicas, err, ErrNotReplicated)
+	}
+	if exists.Val() == 0 {
+		return fmt.Errorf("%s: the task is no longer on the primary of %s (a failover?): %w", id, queue, ErrNotReplicated)
+	}
+	if n, _ := acked.Int64(); n < int64(p.cfg.WaitReplicas) {
+		return fmt.Errorf("%s: %d of %d replica(s) confirmed it within %v: %w", id, n, p.cfg.WaitReplicas, p.cfg.WaitTimeout, ErrNotReplicated)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/hibiken/asynq"
 )
 
 // Attempt outcomes, as written to the worker's logs and metrics and to the
@@ -50,9 +52,11 @@ const (
 	ClassPermanent = "permanent"
 )
 
-// CloseResult is stored as the result of a completed close task, so
-// operators (`enqueue status`, the dashboard) can see how it ended. Its
-// Outcome is one of the final outcomes (see FinalOutcome).
+// CloseResult is how a completed close task ended, for operators (`enqueue
+// status`, the dashboard, the HTTP API). Its Outcome is one of the final
+// outcomes (see FinalOutcome). The worker stores it as the task's result,
+// except for a plain close (see NeedsRecord), which readers recover from
+// the task's state (ReadCloseRecord).
 type CloseResult struct {
 	Outcome    string    `json:"outcome"`
 	Code       string    `json:"code,omitempty"`
@@ -100,11 +104,69 @@ type CloseFailure struct {
 	At time.Time `json:"at"`
 }
 
+// NeedsRecord reports whether the worker stores r with its task. It does
+// not for a plain close (outcome closed, from a signed Close Order answer
+// rather than a Query Order), the outcome of almost every close: a completed
+// close task without a CloseResult is read as exactly that (see
+// CompletedCloseResult), so the write would cost a Redis round trip per
+// close and say nothing more than the time, status and request id of the
+// answer. Every other result is stored.
+func (r *CloseResult) NeedsRecord() bool {
+	return r.Outcome != OutcomeClosed || r.ConfirmedByQuery
+}
+
+// CompletedCloseResult reads the record stored with a close task that asynq
+// reports as completed; completedAt is the task's completion time
+// (TaskInfo.CompletedAt, zero if unknown). A stored CloseResult is returned
+// as it is. No record, or a CloseFailure (left by an earlier attempt: the
+// attempt that completes a plain close writes nothing), means a plain
+// close: outcome closed, finished at completedAt. This is the one place
+// that rule is decided. The error reports a record that is not a close
+// record at all (or a failure with an outcome the worker never writes); the
+// result is then nil.
+func CompletedCloseResult(record []byte, completedAt time.Time) (*CloseResult, error) {
+	r, f, err := DecodeCloseRecord(record)
+	switch {
+	case err != nil:
+		return nil, err
+	case r != nil:
+		return r, nil
+	case f != nil && !failureOutcome(f.Outcome):
+		return nil, fmt.Errorf("stored record has an unknown outcome")
+	}
+	return &CloseResult{Outcome: OutcomeClosed, FinishedAt: completedAt}, nil
+}
+
+// failureOutcome reports whether outcome is one a CloseFailure carries.
+func failureOutcome(outcome string) bool {
+	switch outcome {
+	case OutcomeRetry, OutcomeRateLimited, OutcomePermanent, OutcomeExhausted,
+		OutcomePostponed, OutcomeInvalidPayload, OutcomePossiblyEarly:
+		return true
+	}
+	return false
+}
+
+// ReadCloseRecord reads the record stored with a close task as its state
+// requires: for a completed task, its CloseResult (CompletedCloseResult,
+// never a CloseFailure); for any other, DecodeCloseRecord. Every reader of
+// close records (`enqueue status` and `list`, the dashboard, the HTTP API)
+// goes through it, so they agree on how a close ended.
+func ReadCloseRecord(info *asynq.TaskInfo) (*CloseResult, *CloseFailure, error) {
+	if info.State == asynq.TaskStateCompleted {
+		r, err := CompletedCloseResult(info.Result, info.CompletedAt)
+		return r, nil, err
+	}
+	return DecodeCloseRecord(info.Result)
+}
+
 // DecodeCloseRecord reads the record the worker stores with a close task
 // (asynq's TaskInfo.Result): a *CloseResult when the outcome is final, a
 // *CloseFailure otherwise. Exactly one is non-nil when err is nil. Empty
-// data (no record: a task that has not run, or one archived by a wxclose
-// version that stored no failures) returns nil, nil, nil.
+// data (no record: a task that has not run, a plain close, or one archived
+// by a wxclose version that stored no failures) returns nil, nil, nil. It
+// does not know the task's state; ReadCloseRecord does, and is what readers
+// of a task use.
 func DecodeCloseRecord(data []byte) (*CloseResult, *CloseFailure, error) {
 	if len(data) == 0 {
 		return nil, nil, nil

@@ -2,6 +2,7 @@ package wechat
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -61,7 +62,7 @@ func FuzzParseV2Response(f *testing.F) {
 		}
 		out, err := c.interpret(200, http.Header{}, body)
 		if err != nil {
-			if _, ok := err.(*Error); !ok {
+			if we := (*Error)(nil); !errors.As(err, &we) {
 				t.Fatalf("error %T is not *Error", err)
 			}
 			if strings.Contains(err.Error(), fuzzAPIKey) {
@@ -126,7 +127,7 @@ func FuzzV3ResponseHeaders(f *testing.F) {
 		h.Set("Retry-After", ts)
 		out, err := c.interpret(context.Background(), status, h, body)
 		if err != nil {
-			if _, ok := err.(*Error); !ok {
+			if we := (*Error)(nil); !errors.As(err, &we) {
 				t.Fatalf("error %T is not *Error", err)
 			}
 			return

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -286,8 +287,8 @@ func errorAs(t testing.TB, err error) *wechat.Error {
 	if err == nil {
 		t.Fatal("want an error, got nil")
 	}
-	we, ok := err.(*wechat.Error)
-	if !ok {
+	var we *wechat.Error
+	if !errors.As(err, &we) {
 		t.Fatalf("error %v is %T, want *wechat.Error", err, err)
 	}
 	return we

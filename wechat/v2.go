@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
-	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/wxclose/wxclose/internal/ids"
 )
@@ -36,8 +38,12 @@ type V2Client struct {
 	appID    string
 	apiKey   string
 	signType SignType
+	signer   *v2Signer
 	url      string
 	queryURL string
+	// header is the request header every v2 call sends; each request gets
+	// a map of its own that shares these values, which nothing modifies.
+	header http.Header
 }
 
 // NewV2 validates cfg for API v2 and returns the client. Most callers use
@@ -73,8 +79,16 @@ func NewV2(cfg Config) (*V2Client, error) {
 	default:
 		return nil, configError("SignType", "must be %q or %q, not %q", SignHMACSHA256, SignMD5, cfg.SignType)
 	}
+	if c.signer, err = newV2Signer(c.apiKey, c.signType); err != nil {
+		return nil, configError("APIKey", "%v", err)
+	}
 	c.url = c.baseStr + "/pay/closeorder"
 	c.queryURL = c.baseStr + "/pay/orderquery"
+	c.header = http.Header{
+		"Content-Type": {"text/xml; charset=utf-8"},
+		"Accept":       {"application/xml, text/xml"},
+		"User-Agent":   {c.userAgent},
+	}
 	return c, nil
 }
 
@@ -126,9 +140,8 @@ func (c *V2Client) post(ctx context.Context, url string, body []byte) (int, http
 	if herr != nil {
 		return 0, nil, nil, invalidRequest("build request: %v", herr)
 	}
-	hreq.Header.Set("Content-Type", "text/xml; charset=utf-8")
-	hreq.Header.Set("Accept", "application/xml, text/xml")
-	hreq.Header.Set("User-Agent", c.userAgent)
+	hreq.Header = make(http.Header, len(c.header))
+	maps.Copy(hreq.Header, c.header)
 	sent := c.now()
 	resp, herr := c.http.Do(hreq)
 	if herr != nil {
@@ -137,7 +150,7 @@ func (c *V2Client) post(ctx context.Context, url string, body []byte) (int, http
 	received := c.now()
 	defer resp.Body.Close()
 	c.reportClock(sent, received, resp.Header, 0)
-	b, herr := readBody(resp.Body)
+	b, herr := readBody(resp.Body, resp.ContentLength)
 	if herr != nil {
 		e := transportError(herr)
 		e.HTTPStatus = resp.StatusCode
@@ -159,29 +172,26 @@ func (c *V2Client) buildClose(req CloseRequest) ([]byte, *Error) {
 }
 
 // buildRequest builds a signed closeorder (or, with query, orderquery)
-// request. orderquery also accepts a transaction_id.
+// request. orderquery also accepts a transaction_id. The parameters are
+// listed in byte order of their names, which is both the order the sign
+// covers them in and the order the XML lists them in, so neither needs a
+// map or a sort.
 func (c *V2Client) buildRequest(req CloseRequest, query bool) ([]byte, *Error) {
 	if req.OutTradeNo != "" && req.TransactionID != "" {
 		return nil, invalidRequest("set only one of CloseRequest.OutTradeNo and CloseRequest.TransactionID")
 	}
-	params := map[string]string{
-		"appid":     c.appID,
-		"nonce_str": newNonce(),
-		// Sent even for MD5: WeChat Pay's default is MD5 and the reply is
-		// verified with the type we name, so leave nothing implicit.
-		"sign_type": string(c.signType),
-	}
+	var outTradeNo, transactionID string
 	switch {
 	case req.OutTradeNo != "":
 		if !ids.ValidOutTradeNo(req.OutTradeNo) {
 			return nil, invalidRequest("CloseRequest.OutTradeNo %s", ids.OutTradeNoRule)
 		}
-		params["out_trade_no"] = req.OutTradeNo
+		outTradeNo = req.OutTradeNo
 	case query && req.TransactionID != "":
 		if !ids.ValidTransactionID(req.TransactionID) {
 			return nil, invalidRequest("CloseRequest.TransactionID %s", ids.TransactionIDRule)
 		}
-		params["transaction_id"] = req.TransactionID
+		transactionID = req.TransactionID
 	default:
 		return nil, invalidRequest("CloseRequest.OutTradeNo is required")
 	}
@@ -189,48 +199,78 @@ func (c *V2Client) buildRequest(req CloseRequest, query bool) ([]byte, *Error) {
 	if mchID == "" {
 		mchID = c.mchID
 	}
-	for _, f := range []struct {
-		name, field, v string
-		valid          func(string) bool
-		rule           string
-	}{
-		{"mch_id", "CloseRequest.MchID", mchID, ids.ValidMchID, ids.MchIDRule},
-		{"sub_mch_id", "CloseRequest.SubMchID", req.SubMchID, ids.ValidMchID, ids.MchIDRule},
-		{"sub_appid", "CloseRequest.SubAppID", req.SubAppID, ids.ValidAppID, ids.AppIDRule},
-	} {
-		if f.v == "" {
-			continue
-		}
-		if !f.valid(f.v) {
-			return nil, invalidRequest("%s %s", f.field, f.rule)
-		}
-		params[f.name] = f.v
+	switch {
+	case !ids.ValidMchID(mchID):
+		return nil, invalidRequest("CloseRequest.MchID %s", ids.MchIDRule)
+	case req.SubMchID != "" && !ids.ValidMchID(req.SubMchID):
+		return nil, invalidRequest("CloseRequest.SubMchID %s", ids.MchIDRule)
+	case req.SubAppID != "" && !ids.ValidAppID(req.SubAppID):
+		return nil, invalidRequest("CloseRequest.SubAppID %s", ids.AppIDRule)
 	}
-	sign, err := SignV2(params, c.apiKey, c.signType)
-	if err != nil {
-		return nil, &Error{Class: ClassPermanent, Message: "sign request", Err: ErrInvalidConfig}
+	params := [...]v2Param{
+		{"appid", c.appID},
+		{"mch_id", mchID},
+		{"nonce_str", newNonce()},
+		{"out_trade_no", outTradeNo},
+		// Sent even for MD5: WeChat Pay's default is MD5 and the reply is
+		// verified with the type we name, so leave nothing implicit.
+		{"sign_type", string(c.signType)},
+		{"sub_appid", req.SubAppID},
+		{"sub_mch_id", req.SubMchID},
+		{"transaction_id", transactionID},
 	}
-	params["sign"] = sign
-	return encodeV2XML(params), nil
+	var sign [2 * sha256.Size]byte
+	return encodeV2Request(params[:], c.signer.signSorted(sign[:0], params[:])), nil
 }
 
-// encodeV2XML writes <xml> with one escaped element per field, in name
-// order so requests are reproducible.
-func encodeV2XML(params map[string]string) []byte {
-	names := make([]string, 0, len(params))
-	for k := range params {
-		names = append(names, k)
+// encodeV2Request writes <xml> with one escaped element per non-empty
+// parameter and the sign, in name order so requests are reproducible.
+// params must be sorted by name and must not contain "sign".
+func encodeV2Request(params []v2Param, sign []byte) []byte {
+	n := len("<xml></xml><sign></sign>") + len(sign)
+	for _, p := range params {
+		n += 2*len(p.name) + len(p.value) + 5
 	}
-	sort.Strings(names)
-	var b bytes.Buffer
-	b.WriteString("<xml>")
-	for _, k := range names {
-		b.WriteString("<" + k + ">")
-		_ = xml.EscapeText(&b, []byte(params[k]))
-		b.WriteString("</" + k + ">")
+	b := make([]byte, 0, n)
+	b = append(b, "<xml>"...)
+	signed := false
+	for _, p := range params {
+		if !signed && p.name > "sign" {
+			b = appendV2Element(b, "sign", sign)
+			signed = true
+		}
+		if p.value != "" {
+			b = appendV2Element(b, p.name, p.value)
+		}
 	}
-	b.WriteString("</xml>")
-	return b.Bytes()
+	if !signed {
+		b = appendV2Element(b, "sign", sign)
+	}
+	return append(b, "</xml>"...)
+}
+
+func appendV2Element[T string | []byte](b []byte, name string, value T) []byte {
+	b = append(b, '<')
+	b = append(b, name...)
+	b = append(b, '>')
+	b = appendXMLText(b, value)
+	b = append(b, "</"...)
+	b = append(b, name...)
+	return append(b, '>')
+}
+
+// appendXMLText appends s escaped as xml.EscapeText escapes it. Request
+// values are validated identifiers that need no escaping; anything else
+// goes through xml.EscapeText itself.
+func appendXMLText[T string | []byte](b []byte, s T) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '&' || c == '<' || c == '>' || c == '"' || c == '\'' {
+			var esc bytes.Buffer
+			_ = xml.EscapeText(&esc, []byte(s)) // a bytes.Buffer never fails
+			return append(b, esc.Bytes()...)
+		}
+	}
+	return append(b, s...)
 }
 
 // parseV2XML reads a flat <xml><field>value</field>...</xml> document into a
@@ -238,7 +278,156 @@ func encodeV2XML(params map[string]string) []byte {
 // them all). CDATA is ordinary text. Anything ambiguous — nesting, duplicate
 // fields, a second root, stray text — is rejected rather than guessed at,
 // because the map is what the signature is checked against.
+//
+// WeChat Pay's answers take one plain shape, which parseV2Flat reads in a
+// single pass without encoding/xml; it gives up on anything else (entities,
+// comments, attributes, a declaration, '\r', errors...), which
+// parseV2XMLStd, the encoding/xml reading, then decides. parseV2Flat only
+// accepts documents that parseV2XMLStd reads the same way
+// (FuzzParseV2Equivalence).
 func parseV2XML(b []byte) (map[string]string, error) {
+	if m, ok := parseV2Flat(b); ok {
+		return m, nil
+	}
+	return parseV2XMLStd(b)
+}
+
+// maxV2Fields bounds the fields of a v2 answer (a close answer has about a
+// dozen).
+const maxV2Fields = 256
+
+// parseV2Flat reads the one shape WeChat Pay's answers take:
+//
+//	<xml><name>text or <![CDATA[text]]>...</name>...</xml>
+//
+// with XML whitespace only around the root and between fields, ASCII
+// element names ([A-Za-z_][A-Za-z0-9_]*) without attributes, and field
+// text made of valid UTF-8 XML characters other than '&' and '\r' (which
+// encoding/xml would rewrite), with no "]]>" outside CDATA. ok is false for
+// any other input, well-formed or not, duplicate fields and more than
+// maxV2Fields fields included; the caller then parses it with encoding/xml.
+// Keys and values share one copy of b.
+func parseV2Flat(b []byte) (m map[string]string, ok bool) {
+	s := string(b)
+	i := skipXMLSpace(s, 0)
+	if !strings.HasPrefix(s[i:], "<xml>") {
+		return nil, false
+	}
+	i += len("<xml>")
+	m = make(map[string]string, 16)
+	for {
+		i = skipXMLSpace(s, i)
+		if strings.HasPrefix(s[i:], "</xml>") {
+			i += len("</xml>")
+			break
+		}
+		// <name>
+		if i >= len(s) || s[i] != '<' {
+			return nil, false
+		}
+		i++
+		start := i
+		for i < len(s) && isV2NameByte(s[i], i == start) {
+			i++
+		}
+		if i == start || i >= len(s) || s[i] != '>' {
+			return nil, false
+		}
+		name := s[start:i]
+		i++
+		if _, dup := m[name]; dup || len(m) >= maxV2Fields {
+			return nil, false
+		}
+		// Text and CDATA sections up to </name>.
+		var value string
+		for n := 0; ; n++ {
+			var part string
+			switch {
+			case strings.HasPrefix(s[i:], "<![CDATA["):
+				i += len("<![CDATA[")
+				end := strings.Index(s[i:], "]]>")
+				if end < 0 {
+					return nil, false
+				}
+				part = s[i : i+end]
+				i += end + len("]]>")
+			case strings.HasPrefix(s[i:], "</"):
+			case i < len(s) && s[i] != '<':
+				end := strings.IndexByte(s[i:], '<')
+				if end < 0 {
+					return nil, false
+				}
+				part = s[i : i+end]
+				if strings.IndexByte(part, '&') >= 0 || strings.Contains(part, "]]>") {
+					return nil, false // entities, or text encoding/xml refuses
+				}
+				i += end
+			default:
+				return nil, false // a nested element, a comment, the end of input...
+			}
+			if part == "" && strings.HasPrefix(s[i:], "</") {
+				break
+			}
+			if !validV2Text(part) {
+				return nil, false
+			}
+			if n == 0 {
+				value = part
+			} else {
+				value += part
+			}
+		}
+		// </name>
+		i += len("</")
+		if !strings.HasPrefix(s[i:], name) || !strings.HasPrefix(s[i+len(name):], ">") {
+			return nil, false
+		}
+		i += len(name) + 1
+		m[name] = value
+	}
+	if skipXMLSpace(s, i) != len(s) {
+		return nil, false
+	}
+	return m, true
+}
+
+// skipXMLSpace returns the index of the first byte at or after i that is
+// not XML whitespace.
+func skipXMLSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+func isV2NameByte(c byte, first bool) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || !first && c >= '0' && c <= '9'
+}
+
+// validV2Text reports whether s is text encoding/xml returns unchanged:
+// valid UTF-8 of XML characters, and no '\r' (which it turns into '\n').
+func validV2Text(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 && c != '\t' && c != '\n' {
+				return false
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || !(r >= 0x20 && r <= 0xD7FF || r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF) {
+			return false
+		}
+		i += size
+	}
+	return true
+}
+
+// parseV2XMLStd is parseV2XML with encoding/xml, for every document
+// parseV2Flat leaves.
+func parseV2XMLStd(b []byte) (map[string]string, error) {
 	d := xml.NewDecoder(bytes.NewReader(b))
 	d.Strict = true
 	m := make(map[string]string)
@@ -251,7 +440,7 @@ func parseV2XML(b []byte) (map[string]string, error) {
 	)
 	for {
 		tok, err := d.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -303,20 +492,44 @@ func parseV2XML(b []byte) (map[string]string, error) {
 	return m, nil
 }
 
-// verifyV2 checks the reply's sign over every received field.
+// verifyV2 checks the reply's sign over every received field. The
+// received sign is compared in upper case, in constant time.
 func (c *V2Client) verifyV2(m map[string]string) error {
 	got := strings.TrimSpace(m["sign"])
 	if got == "" {
 		return fmt.Errorf("%w: reply has no sign", ErrUntrustedResponse)
 	}
-	want, err := SignV2(m, c.apiKey, c.signType)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUntrustedResponse, err)
+	var wantBuf, gotBuf [2 * sha256.Size]byte
+	want := c.signer.signMap(wantBuf[:0], m)
+	var upper []byte
+	if len(got) <= len(gotBuf) && isASCII(got) {
+		upper = gotBuf[:len(got)]
+		for i := 0; i < len(got); i++ {
+			b := got[i]
+			if 'a' <= b && b <= 'z' {
+				b -= 'a' - 'A'
+			}
+			upper[i] = b
+		}
+	} else {
+		// Longer than any sign, or not ASCII (whose upper case may differ
+		// in length): compared as it always was.
+		upper = []byte(strings.ToUpper(got))
 	}
-	if !hmac.Equal([]byte(strings.ToUpper(got)), []byte(want)) {
+	if !hmac.Equal(upper, want) {
 		return fmt.Errorf("%w: sign does not match (%s)", ErrUntrustedResponse, c.signType)
 	}
 	return nil
+}
+
+// isASCII reports whether s is all ASCII.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // interpret turns a received v2 close reply into an Outcome or *Error,

@@ -407,7 +407,7 @@ func (c *V3Client) do(ctx context.Context, method, rawURL string, body []byte, m
 	}
 	received := c.now()
 	defer resp.Body.Close()
-	b, err := readBody(resp.Body)
+	b, err := readBody(resp.Body, resp.ContentLength)
 	if err != nil {
 		e := transportError(err)
 		e.HTTPStatus = resp.StatusCode

@@ -127,7 +127,8 @@ func (b *bench) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if b.o.runs("v3") || b.o.runs("v2") || b.o.runs("burst") || b.o.runs("rss") {
+	if b.o.runs("v3") || b.o.runs("v2") || b.o.runs("burst") || b.o.runs("rss") || b.o.runs("ratelimit") || b.o.runs("capacity") ||
+		b.o.runs("api") || b.o.runs("webhook") {
 		b.progress("building cmd/worker")
 		b.workerBin = filepath.Join(b.dir, "worker")
 		if err := goBuild(ctx, root, b.workerBin, "./cmd/worker"); err != nil {
@@ -182,7 +183,7 @@ func goBuild(ctx context.Context, root, out string, args ...string) error {
 	cmd.SysProcAttr = childAttr()
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }
@@ -214,7 +215,7 @@ func (b *bench) startSandbox() error {
 				b.calls.conns.Add(1)
 			}
 		}}
-	go b.sbHTTP.Serve(ln)
+	go func() { _ = b.sbHTTP.Serve(ln) }() // ends with ErrServerClosed at cleanup
 	b.sbURL = "http://" + ln.Addr().String()
 	return nil
 }
@@ -306,6 +307,9 @@ func (b *bench) startWorker(ctx context.Context, name, api string, concurrency i
 		"WXCLOSE_HTTP_ADDR="+w.httpAddr,
 		"WXCLOSE_LOG_LEVEL=info",
 		"WXCLOSE_LOG_FORMAT=json",
+		// The figures are the worker's own; the ratelimit section sets a
+		// limit where it measures one.
+		"WXCLOSE_RATE_LIMIT=off",
 	)
 	// Last, so that they win over the values above.
 	env = append(env, b.o.workerEnv...)
@@ -337,7 +341,7 @@ func (w *workerRun) awaitReady(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if !w.running() {
-			return fmt.Errorf("%s exited at start: %v\n%s", w.name, w.exitErr(), w.logTail())
+			return fmt.Errorf("%s exited at start: %w\n%s", w.name, w.exitErr(), w.logTail())
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.httpAddr+"/readyz", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -417,7 +421,7 @@ func (b *bench) queueDrained(ctx context.Context, timeout time.Duration) (*asynq
 			return nil, ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return qi, fmt.Errorf("queue %s not drained after %s: %+v (err %v)", tasks.QueueClose, timeout, qi, err)
+			return qi, fmt.Errorf("queue %s not drained after %s: %+v (err %w)", tasks.QueueClose, timeout, qi, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -6,6 +6,7 @@
 //	go run ./cmd/bench -only v3,v2         # a subset
 //	go run ./cmd/bench -only v3,v2 -orders 40000 -profile /tmp/prof
 //	go run ./cmd/bench -json               # machine-readable
+//	go run ./cmd/bench -only ratelimit     # the shared rate limit: its cost, bursts at R (ratelimit.go)
 //
 // What runs where:
 //
@@ -80,7 +81,7 @@ func main() {
 }
 
 // sections in the order they run; -only selects among them.
-var sections = []string{"sign", "drain", "v3", "v2", "burst", "latency", "bulk", "memory", "rss"}
+var sections = []string{"sign", "drain", "v3", "v2", "burst", "latency", "bulk", "memory", "rss", "ratelimit", "capacity", "api", "webhook"}
 
 // options are the command's flags.
 type options struct {
@@ -99,6 +100,10 @@ type options struct {
 	keep           bool
 	workerEnv      []string
 	aof            bool
+	// The ratelimit section (ratelimit.go).
+	rlOrders, rlRate, rlLow int
+	// The api and webhook sections (api.go, webhook.go).
+	apiOrders, webhookOrders int
 }
 
 func (o options) runs(section string) bool { return o.only == nil || o.only[section] }
@@ -114,6 +119,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.latencySamples, "latency-samples", 5000, "sequential EnqueueClose calls timed")
 	fs.IntVar(&o.rssConcurrency, "rss-concurrency", 100, "WXCLOSE_CONCURRENCY of the peak RSS run")
 	fs.DurationVar(&o.signFor, "sign-for", 3*time.Second, "how long to measure the RSA-2048 signing bound")
+	fs.IntVar(&o.rlOrders, "ratelimit-orders", 30000, "orders due at once in the ratelimit section's bursts")
+	fs.IntVar(&o.rlRate, "ratelimit-rate", 500, "the merchant's rate limit R (closes/s) in the ratelimit section; the sandbox enforces it in the first burst")
+	fs.IntVar(&o.rlLow, "ratelimit-low", 300, "what the sandbox enforces in the ratelimit section's second burst (below R: the limit adapts)")
+	fs.IntVar(&o.apiOrders, "api-orders", 20000, "orders posted to POST /v1/closes in the api section, and enqueued sequentially by its Go producer baseline")
+	fs.IntVar(&o.webhookOrders, "webhook-orders", 10000, "paid orders delivered by the webhook in the webhook section")
 	only := fs.String("only", "", "comma-separated sections to run (default all): "+strings.Join(sections, ","))
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&o.redisMode, "redis", "private", `"private": start a private redis-server; "env": use REDIS_URL, which must name an empty database`)
@@ -143,7 +153,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		name string
 		v    int
 	}{{"orders", o.orders}, {"concurrency", o.concurrency}, {"burst", o.burst}, {"memory-closes", o.memoryCloses},
-		{"latency-samples", o.latencySamples}, {"rss-concurrency", o.rssConcurrency}} {
+		{"latency-samples", o.latencySamples}, {"rss-concurrency", o.rssConcurrency},
+		{"ratelimit-orders", o.rlOrders}, {"ratelimit-rate", o.rlRate}, {"ratelimit-low", o.rlLow},
+		{"api-orders", o.apiOrders}, {"webhook-orders", o.webhookOrders}} {
 		if p.v < 2 {
 			return o, fmt.Errorf("-%s must be at least 2, got %d", p.name, p.v)
 		}

@@ -43,6 +43,10 @@ func (b *bench) measure(ctx context.Context) error {
 		{"bulk", b.measureBulk},
 		{"memory", b.measureMemory},
 		{"rss", b.measureRSS},
+		{"ratelimit", b.measureRateLimit},
+		{"capacity", b.measureCapacity}, // capacity.go
+		{"api", b.measureAPI},           // api.go
+		{"webhook", b.measureWebhook},   // webhook.go
 	}
 	defer func() { b.report.Machine["loadavg_at_end"] = loadavg() }()
 	for _, s := range steps {
@@ -612,7 +616,7 @@ func (b *bench) enqueueRaw(ctx context.Context, c *asynq.Client, o tasks.CloseOr
 	if err != nil {
 		return err
 	}
-	t := asynq.NewTaskWithHeaders(tasks.TypeClose, data, map[string]string{tasks.HeaderDueAt: due.UTC().Format(time.RFC3339Nano)})
+	t := asynq.NewTaskWithHeaders(tasks.TypeClose, data, map[string]string{tasks.HeaderDue: tasks.FormatDue(due)})
 	_, err = c.EnqueueContext(ctx, t, asynq.Queue(tasks.QueueClose), asynq.TaskID(tasks.CloseTaskID(pl.Ref())),
 		asynq.ProcessAt(due), asynq.MaxRetry(tasks.DefaultMaxRetry), asynq.Timeout(tasks.DefaultCloseTimeout),
 		asynq.Retention(tasks.DefaultCloseRetention))

@@ -58,10 +58,9 @@ func (b *bench) measureMemory(ctx context.Context) error {
 			Key: "memory.variant." + fmt.Sprint(i), Figure: "Redis bytes per scheduled close, " + v.name,
 			Value: per, Unit: "B", Text: thousands(per) + " B", Details: sample,
 		}
-		switch {
-		case i == 0:
+		if i == 0 {
 			defaults = per
-		default:
+		} else {
 			x.Baseline, x.BaselineValue, x.Ratio = "Redis defaults "+thousands(defaults)+" B", defaults, per/defaults
 		}
 		if strings.Join(v.settings, " ") == strings.Join(recommendedRedis, " ") {

@@ -156,7 +156,6 @@ func thousands(v float64) string {
 }
 
 // secs formats d in seconds with millisecond precision.
-func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
 
 // ms formats d in milliseconds.
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }

@@ -9,6 +9,7 @@
 //	enqueue status  --out-trade-no N [--json]               where its close stands
 //	enqueue list    [--queue Q] [--state S] [--json]        tasks of a queue
 //	enqueue replay  --code SYSTEM_ERROR [--dry-run]         retry archived closes
+//	enqueue replay  --queue reconciliation --all            resend archived paid-order webhooks
 //
 // Redis comes from REDIS_URL (default redis://127.0.0.1:6379/0) or --redis;
 // the merchant of task ids from WECHATPAY_MCHID or --mchid. Run any command
@@ -85,7 +86,7 @@ func (e *env) dispatch(ctx context.Context, args []string) (string, error) {
 	name, rest := "close", args
 	if len(args) > 0 {
 		switch args[0] {
-		case "close", "cancel", "status", "list", "replay":
+		case "close", "cancel", "status", "list", "replay", "merchants":
 			name, rest = args[0], args[1:]
 		case "help":
 			_, err := fmt.Fprint(e.stdout, overview)
@@ -94,6 +95,7 @@ func (e *env) dispatch(ctx context.Context, args []string) (string, error) {
 	}
 	cmds := map[string]func(context.Context, []string) error{
 		"close": e.close, "cancel": e.cancel, "status": e.status, "list": e.list, "replay": e.replay,
+		"merchants": e.merchants,
 	}
 	return "enqueue " + name, cmds[name](ctx, rest)
 }
@@ -148,7 +150,8 @@ Commands:
   enqueue cancel   remove the pending close of an order that was paid
   enqueue status   show where one order's close stands
   enqueue list     list the tasks of a queue
-  enqueue replay   put archived close tasks back to work with a fresh retry budget
+  enqueue replay   put archived tasks (closes, or paid-order webhooks) back to work with a fresh retry budget
+  enqueue merchants  list the merchants with their rate limit and the rate in force now
 
 Run "enqueue COMMAND --help" for flags and examples.
 ` + envHelp + exitHelp
@@ -157,7 +160,7 @@ const envHelp = `
 Environment:
   REDIS_URL        Redis to use (default redis://127.0.0.1:6379/0); --redis overrides it
   WECHATPAY_MCHID  merchant id used in task ids when an order names none; --mchid overrides it
-`
+` + layoutHelp
 
 const exitHelp = `
 Exit codes:
@@ -171,10 +174,11 @@ Exit codes:
 
 // command is one subcommand's flag set with its help text.
 type command struct {
-	fs    *flag.FlagSet
-	usage string
-	redis string
-	mchID string
+	fs     *flag.FlagSet
+	usage  string
+	redis  string
+	mchID  string
+	layout layoutFlags
 }
 
 func newCommand(name, usage string) *command {
@@ -182,6 +186,7 @@ func newCommand(name, usage string) *command {
 	// Defaults are resolved after parsing, so that --help never prints a
 	// password from REDIS_URL.
 	c.fs.StringVar(&c.redis, "redis", "", "Redis `URL` (default: $REDIS_URL, else "+defaultRedisURL+")")
+	c.layout.register(c.fs)
 	return c
 }
 
@@ -213,11 +218,11 @@ func (c *command) parse(e *env, args []string) error {
 	if c.mchID == "" {
 		c.mchID = os.Getenv("WECHATPAY_MCHID")
 	}
-	return nil
+	return c.layout.resolve()
 }
 
 func (c *command) dial(ctx context.Context) (*ops.Client, error) {
-	return ops.Dial(ctx, c.redis, tasks.ProducerConfig{MchID: c.mchID})
+	return ops.Dial(ctx, c.redis, c.layout.producer(c.mchID))
 }
 
 // refFlags are the flags that name one order.
@@ -469,7 +474,7 @@ func (e *env) list(ctx context.Context, args []string) error {
 	c := newCommand("list", listUsage)
 	var opt ops.ListOptions
 	var asJSON bool
-	c.fs.StringVar(&opt.Queue, "queue", tasks.QueueClose, "`queue`: close_order or reconciliation")
+	c.fs.StringVar(&opt.Queue, "queue", tasks.QueueClose, "`queue`: close_order (every shard), close_order:N (one shard) or reconciliation")
 	c.fs.StringVar(&opt.State, "state", "", "only tasks in this `state` (default: all)")
 	c.fs.IntVar(&opt.Limit, "limit", ops.DefaultListLimit, "list at most `N` tasks")
 	c.fs.BoolVar(&asJSON, "json", false, "print a JSON array")
@@ -495,7 +500,8 @@ func (e *env) list(ctx context.Context, args []string) error {
 }
 
 const replayUsage = `Usage:
-  enqueue replay [--code CODE] [--older-than DUR] [--newer-than DUR]
+  enqueue replay [--queue close_order|reconciliation] [--code CODE]
+                 [--older-than DUR] [--newer-than DUR]
                  [--out-trade-no N | --transaction-id N] [--all] [--dry-run] [--concurrency N]
 
 Puts archived close tasks back to work with a fresh retry budget. Each
@@ -508,6 +514,11 @@ Redis, archived or waiting to run: interrupting replay, even with kill -9,
 loses nothing; run it again to replay the rest. asynq's own "run" keeps the
 spent retry count and would give the task a single attempt.
 
+--queue reconciliation replays paid orders whose webhook delivery
+(WXCLOSE_RECONCILE_WEBHOOK_URL) gave up: they are sent again at once, under
+the same task id, so the receiver gets the same webhook-id and can
+recognise a duplicate. --code applies to closes only.
+
 Filters combine with AND; at least one, or --all, is required. --code
 matches the WeChat Pay code in the last error (code=SYSTEM_ERROR); the age
 filters compare with the time of the last failure. Tasks whose payload is
@@ -519,18 +530,20 @@ Examples:
   enqueue replay --code SYSTEM_ERROR --newer-than 2h
   enqueue replay --out-trade-no ORDER-1
   enqueue replay --all 2> replay.log
+  enqueue replay --queue reconciliation --newer-than 24h --dry-run
 `
 
 func (e *env) replay(ctx context.Context, args []string) error {
 	c := newCommand("replay", replayUsage)
 	var opt ops.ReplayOptions
 	f := &opt.Filter
-	c.fs.StringVar(&f.Code, "code", "", "only tasks whose last error has this WeChat Pay `CODE`")
+	c.fs.StringVar(&f.Queue, "queue", tasks.QueueClose, "`queue` whose archive is replayed: close_order or reconciliation")
+	c.fs.StringVar(&f.Code, "code", "", "only tasks whose last error has this WeChat Pay `CODE` (close_order only)")
 	c.fs.DurationVar(&f.OlderThan, "older-than", 0, "only tasks that last failed more than `DUR` ago (e.g. 30m, 2h)")
 	c.fs.DurationVar(&f.NewerThan, "newer-than", 0, "only tasks that last failed less than `DUR` ago")
 	c.fs.StringVar(&f.OutTradeNo, "out-trade-no", "", "only this merchant order `number`")
 	c.fs.StringVar(&f.TransactionID, "transaction-id", "", "only this WeChat Pay order `number`")
-	c.fs.BoolVar(&f.All, "all", false, "replay every archived close task (no filter)")
+	c.fs.BoolVar(&f.All, "all", false, "replay every archived task of the queue (no filter)")
 	c.fs.BoolVar(&opt.DryRun, "dry-run", false, "list what would be replayed; change nothing")
 	c.fs.IntVar(&opt.Concurrency, "concurrency", ops.DefaultConcurrency, "tasks replayed at once")
 	if err := c.parse(e, args); err != nil {

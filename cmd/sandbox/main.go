@@ -13,6 +13,13 @@
 // worker settles them with a signed query; POST /sandbox/settings
 // {"unsigned_final_answers":true|false} changes it while it runs.
 //
+// -rate-limit N makes it answer 429 RATE_LIMITED (v2 FREQUENCY_LIMITED) to
+// a merchant's closes above N per second (-rate-limit-burst at once); POST
+// /sandbox/rate-limit {"mchid":"...","per_second":N} changes it while it
+// runs. -extra-merchants N serves N more merchants, each with its own keys
+// (in -keys-dir/merchants/<mchid>), and writes -keys-dir/merchants.yaml, a
+// merchant registry for WXCLOSE_MERCHANTS_FILE.
+//
 // It never talks to the real WeChat Pay and its keys must never be used
 // with it.
 package main
@@ -62,8 +69,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		slowDelay = fs.Duration("slow-delay", 0, "delay of slow faults (default 35s)")
 		unsigned  = fs.Bool("unsigned-final-answers", false, "send close answers that end a close (204, ORDERCLOSED, ORDERPAID, not found) without a signature, Query Order answers signed; change at run time with POST /sandbox/settings")
 		cacheSigs = fs.Bool("cache-response-signatures", false, "reuse a v3 response signature for an identical reply for up to a second (for benchmarks; requests are still verified)")
+		extra     = fs.Int("extra-merchants", 0, "serve this many more merchants, each with its own keys, and write a merchant registry (merchants.yaml) for them all into -keys-dir")
+		limit     sandbox.RateLimit
 		rates     sandbox.Rates
 	)
+	fs.Float64Var(&limit.PerSecond, "rate-limit", 0, "answer 429 RATE_LIMITED (v2 FREQUENCY_LIMITED) to a merchant's closes above this many per second (0: no limit); change at run time with POST /sandbox/rate-limit")
+	fs.IntVar(&limit.Burst, "rate-limit-burst", 0, "closes of one merchant that may arrive at once under -rate-limit (default: one second's worth)")
 	fs.Float64Var(&rates.SystemError, "rate-system-error", 0, "probability of a 500 SYSTEM_ERROR per close")
 	fs.Float64Var(&rates.RateLimited, "rate-rate-limited", 0, "probability of a 429 RATE_LIMITED per close")
 	fs.Float64Var(&rates.ServerError, "rate-server-error", 0, "probability of a bare 502 per close")
@@ -93,8 +104,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *extra < 0 {
+		return fmt.Errorf("-extra-merchants must not be negative, not %d", *extra)
+	}
+	more, err := extraMerchants(dir, creds.MchID, *extra)
+	if err != nil {
+		return err
+	}
 	logger := log.New(stderr, "", log.LstdFlags)
 	s, err := sandbox.New(sandbox.Options{
+		Merchants:               more,
+		RateLimit:               limit,
 		MinCloseAge:             *minAge,
 		UnknownOrders:           policy,
 		SignWithPublicKeyID:     *pubKeyID,
@@ -122,6 +142,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "merchant %s, merchant cert serial %s, platform cert serial %s\n", creds.MchID, creds.MerchantCertSerial, creds.PlatformCertSerial)
 	if *unsigned {
 		fmt.Fprintln(stdout, "close answers that end a close are sent unsigned (-unsigned-final-answers)")
+	}
+	if limit.PerSecond > 0 {
+		fmt.Fprintf(stdout, "each merchant's closes are limited to %v/s (-rate-limit)\n", limit.PerSecond)
+	}
+	if len(more) > 0 {
+		reg, err := writeRegistry(dir, "http://"+ln.Addr().String(), creds, more, limit.PerSecond)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		fmt.Fprintf(stdout, "%d more merchants; merchant registry for all of them: WXCLOSE_MERCHANTS_FILE=%s\n", len(more), reg)
 	}
 
 	errc := make(chan error, 1)

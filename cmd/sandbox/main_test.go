@@ -30,7 +30,7 @@ func start(t *testing.T, args ...string) (string, []string, func() error) {
 		cancel()
 		t.Fatalf("startup output %q, error %v", lines, <-errc)
 	}
-	go io.Copy(io.Discard, pr)
+	go func() { _, _ = io.Copy(io.Discard, pr) }() // drains the rest of the output
 	url := strings.TrimPrefix(lines[0], "sandbox listening on ")
 	return url, lines, func() error { cancel(); return <-errc }
 }

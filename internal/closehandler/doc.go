@@ -9,6 +9,15 @@
 //     margin (or the measured clock lead, when larger), nor before the
 //     merchant's close_at; a task that starts early waits in place (up to
 //     5 s) or is postponed without spending a retry;
+//   - merchant: the payload's mchid selects the merchant (Config.Merchants)
+//     whose client, and only its, signs the close; a merchant nobody
+//     configured, or no mchid when there are several, archives the task at
+//     once with a reason saying how to fix it (CodeUnknownMerchant,
+//     CodeMerchantRequired);
+//   - pace: the merchant's rate limit, shared by the fleet (Config.Limiter),
+//     gives the close a slot; a near one (DefaultMaxRateWait) is waited for
+//     in place, a far one postpones the task, neither spending a retry; a
+//     RATE_LIMITED answer lowers the merchant's shared rate;
 //   - route: the wechat.Closer's answer becomes done (closed, already
 //     closed, not found; paid after the order is handed to the
 //     reconciliation queue), a retry with backoff, a postponement (rate
@@ -19,10 +28,14 @@
 // tasks.CloseResult of a completed close, or the tasks.CloseFailure of an
 // attempt that did not complete it, holding WeChat Pay's code, the failure's
 // class, its message, status and request id as data. Operators' tools read
-// that record (tasks.DecodeCloseRecord) instead of parsing error text.
+// that record (tasks.ReadCloseRecord) instead of parsing error text.
 // asynq v0.26.0 keeps the result field when it moves a task to retry or to
 // the archive (its Retry and Archive scripts only set msg and state), and a
-// later write replaces it, so the record is always the last attempt's.
+// later write replaces it, so the record is always the last attempt's. The
+// one exception is the most common run of all, a plain close
+// (tasks.CloseResult.NeedsRecord): it writes nothing, saving a Redis round
+// trip per close, and a completed close task whose record is missing or a
+// failure (an earlier attempt's) reads as closed.
 //
 // Observer receives one Attempt per run for metrics; the retry package turns
 // the returned instruction into a delay.

@@ -37,6 +37,15 @@ type Attempt struct {
 	// Confirmed is true when the final answer was unsigned and the outcome
 	// was taken from a signed Query Order answer instead.
 	Confirmed bool
+	// Merchant is the merchant's Name (a bounded metric label), or "".
+	Merchant string
+	// RateWait is how long the close waited in place for its merchant's
+	// rate-limit slot; RatePostponed is true when it was postponed instead
+	// (the slot was too far away); RateDecreased when WeChat Pay's
+	// RATE_LIMITED answer lowered the merchant's shared rate.
+	RateWait      time.Duration
+	RatePostponed bool
+	RateDecreased bool
 }
 
 // Observer receives one Attempt per handled task; metrics implement it.
@@ -52,12 +61,25 @@ type Reconciler interface {
 
 // Config configures a Handler.
 type Config struct {
-	// Closer calls WeChat Pay. Required.
+	// Merchants finds the merchant, and so the keys and rate limit, of
+	// each close. If nil, Closer closes the orders of MchID (and of
+	// payloads without mchid) and a close for any other merchant is
+	// archived; with MchID empty too, Closer closes every order.
+	Merchants Merchants
+	// Closer calls WeChat Pay for MchID. Required when Merchants is nil;
+	// ignored otherwise.
 	Closer wechat.Closer
+	// Limiter paces each merchant's calls to its Merchant.RateLimit. If
+	// nil, calls are not paced.
+	Limiter Limiter
+	// MaxRateWait is the longest a close waits in place for its rate-limit
+	// slot; a slot further away postpones it (no retry spent). If zero,
+	// DefaultMaxRateWait.
+	MaxRateWait time.Duration
 	// Reconciler receives paid orders. Required.
 	Reconciler Reconciler
-	// MchID is the merchant used when a payload has none. Required when
-	// payloads may omit it.
+	// MchID is Closer's merchant, used when a payload has none (only
+	// without Merchants).
 	MchID string
 	// CloseMargin is added after creation + 5 minutes: the handler never
 	// calls WeChat Pay before creation + 5 minutes + CloseMargin (nor before
@@ -131,8 +153,14 @@ type Handler struct {
 
 // New checks cfg and returns a handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Closer == nil {
-		return nil, errors.New("closehandler: Config.Closer is required")
+	if cfg.Merchants == nil {
+		if cfg.Closer == nil {
+			return nil, errors.New("closehandler: Config.Merchants or Config.Closer is required")
+		}
+		cfg.Merchants = singleMerchant{Merchant{MchID: cfg.MchID, Closer: cfg.Closer}}
+	}
+	if cfg.MaxRateWait == 0 {
+		cfg.MaxRateWait = DefaultMaxRateWait
 	}
 	if cfg.Reconciler == nil {
 		return nil, errors.New("closehandler: Config.Reconciler is required")
@@ -161,8 +189,11 @@ type TaskMeta struct {
 	Type string
 	// Retried is the number of retries already spent (asynq.GetRetryCount).
 	Retried int
-	// DueAt is when the task became runnable (the tasks.HeaderDueAt
-	// header), zero if unknown.
+	// MaxRetry is the task's retry budget (asynq.GetMaxRetry); zero if
+	// unknown. Once Retried reaches it, asynq archives any error.
+	MaxRetry int
+	// DueAt is when the task became runnable (the tasks.HeaderDue header,
+	// tasks.DueFromHeaders), zero if unknown.
 	DueAt time.Time
 }
 
@@ -170,7 +201,8 @@ type TaskMeta struct {
 // CloseResult of a completed close, or the CloseFailure of an attempt that
 // did not complete it. At most one is set. Both are nil only when nothing
 // can be stored: the run was cancelled while waiting for the 5-minute mark,
-// and asynq refuses writes once a task's context is done.
+// and asynq refuses writes once a task's context is done. ProcessTask does
+// not store the CloseResult of a plain close (see ProcessTask).
 type Record struct {
 	Result  *tasks.CloseResult
 	Failure *tasks.CloseFailure
@@ -183,12 +215,15 @@ type recordWriter interface {
 }
 
 // ProcessTask implements asynq.Handler; see ProcessClose for the
-// instruction it returns. It stores the run's Record as the task's result:
-// exactly one write per run, whether the close completed or failed.
+// instruction it returns. It stores the run's Record as the task's result,
+// one write per run, except for a plain close (tasks.CloseResult.NeedsRecord):
+// readers take a completed close task without a result for one
+// (tasks.ReadCloseRecord), so the write would only cost a Redis round trip.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	meta := TaskMeta{Type: t.Type()}
 	meta.ID, _ = asynq.GetTaskID(ctx)
 	meta.Retried, _ = asynq.GetRetryCount(ctx)
+	meta.MaxRetry, _ = asynq.GetMaxRetry(ctx)
 	meta.DueAt, _ = dueFromHeader(t)
 	var w recordWriter
 	if rw := t.ResultWriter(); rw != nil { // nil outside asynq
@@ -202,6 +237,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 func (h *Handler) process(ctx context.Context, meta TaskMeta, payload []byte, w recordWriter) error {
 	rec, err := h.ProcessClose(ctx, meta, payload)
 	switch {
+	case rec.Result != nil && !rec.Result.NeedsRecord():
+		// A failure record an earlier attempt left stays; readers know a
+		// completed task's record is never a failure.
 	case rec.Result != nil:
 		h.store(w, rec.Result)
 	case rec.Failure != nil:
@@ -236,10 +274,15 @@ func (h *Handler) ProcessClose(ctx context.Context, meta TaskMeta, payload []byt
 		f := h.failure(a, tasks.ClassPermanent, nil, err)
 		return Record{Failure: f}, fmt.Errorf("archived without calling WeChat Pay: %w: %w", err, asynq.SkipRetry)
 	}
-	if p.MchID == "" {
-		p.MchID = h.cfg.MchID
+	m, err := h.cfg.Merchants.Merchant(p.MchID)
+	if err != nil {
+		a.Order = p.Ref()
+		return h.merchantFailure(a, p, err)
 	}
-	a.Order = p.Ref()
+	if p.MchID == "" {
+		p.MchID = m.MchID
+	}
+	a.Order, a.Merchant = p.Ref(), m.Name
 	if !meta.DueAt.IsZero() && a.Retried == 0 {
 		a.Lateness, a.HasLateness = start.Sub(meta.DueAt), true
 	}
@@ -260,10 +303,21 @@ func (h *Handler) ProcessClose(ctx context.Context, meta TaskMeta, payload []byt
 		if now := h.cfg.Now(); now.Before(notBefore) {
 			return h.postponeEarly(a, retry.PostponeUntil(notBefore, "clock is still before "+h.earlyReason(p)))
 		}
-		start = h.cfg.Now()
 	}
 
-	out, err := h.cfg.Closer.Close(ctx, closeRequest(p))
+	// The merchant's rate limit, shared by the fleet; waiting for it only
+	// moves the call later, never earlier than the guard allowed.
+	slot, err := h.pace(ctx, &a, m, meta)
+	if err != nil {
+		var pp *retry.Postpone
+		if !errors.As(err, &pp) {
+			return Record{}, err // cancelled while waiting
+		}
+		return h.postponeEarly(a, err)
+	}
+	start = h.cfg.Now()
+
+	out, err := m.Closer.Close(ctx, closeRequest(p))
 	a.WeChatLatency = h.cfg.Now().Sub(start)
 	if err == nil && resultOutcome(out.Result) == "" {
 		// The Closer broke its contract (no error, no final state); an
@@ -272,6 +326,9 @@ func (h *Handler) ProcessClose(ctx context.Context, meta TaskMeta, payload []byt
 			Message: fmt.Sprintf("close returned no final state (%s)", out.Result)}
 	}
 	if err != nil {
+		if wechat.ClassOf(err) == wechat.ClassRateLimited {
+			h.throttled(ctx, &a, m, slot)
+		}
 		return h.failed(a, p, start, err)
 	}
 	a.Code = out.Code
@@ -311,8 +368,9 @@ func (h *Handler) ProcessClose(ctx context.Context, meta TaskMeta, payload []byt
 }
 
 // postponeEarly reports and returns the postponement of a task that
-// started before it may call WeChat Pay. It is no failure, so its record
-// has no class.
+// started before it may call WeChat Pay (too early, or its merchant's
+// rate-limit slot too far away). It is no failure, so its record has no
+// class.
 func (h *Handler) postponeEarly(a Attempt, err error) (Record, error) {
 	a.Outcome, a.HasLateness = tasks.OutcomePostponed, false
 	h.report(a, err)
@@ -500,7 +558,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // store writes a record as the task's result. A failed write only costs the
 // operator some detail (the close itself is decided; asynq still records
-// the error's text), so it never changes the instruction.
+// the error's text), so it never changes the instruction. (For a completed
+// close whose result could not be written, readers then show a plain close.)
 func (h *Handler) store(w recordWriter, record any) {
 	if w == nil {
 		return
@@ -540,6 +599,15 @@ func (h *Handler) report(a Attempt, err error) {
 	if a.Order.SubMchID != "" {
 		ev = ev.Str("sub_mchid", a.Order.SubMchID)
 	}
+	if a.Merchant != "" {
+		ev = ev.Str("merchant", a.Merchant)
+	}
+	if a.RateWait > 0 {
+		ev = ev.Dur("rate_wait_ms", a.RateWait)
+	}
+	if a.RateDecreased {
+		ev = ev.Bool("rate_limit_lowered", true)
+	}
 	if a.HasLateness {
 		ev = ev.Dur("lateness_ms", a.Lateness)
 	}
@@ -574,10 +642,5 @@ func resultOutcome(r wechat.Result) string {
 }
 
 func dueFromHeader(t *asynq.Task) (time.Time, bool) {
-	v, ok := t.Headers()[tasks.HeaderDueAt]
-	if !ok {
-		return time.Time{}, false
-	}
-	due, err := time.Parse(time.RFC3339Nano, v)
-	return due, err == nil
+	return tasks.DueFromHeaders(t.Headers())
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/wxclose/wxclose/internal/ratelimit"
 	"github.com/wxclose/wxclose/retry"
 	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
@@ -101,6 +102,47 @@ func (f *fakeReconciler) EnqueueReconcile(_ context.Context, p tasks.ReconcilePa
 
 type recordObserver struct{ attempts []Attempt }
 
+// fakeMerchants is a registry: mchid → merchant.
+type fakeMerchants map[string]Merchant
+
+func (f fakeMerchants) Merchant(mchid string) (Merchant, error) {
+	if mchid == "" {
+		if len(f) == 1 {
+			for _, m := range f {
+				return m, nil
+			}
+		}
+		return Merchant{}, ErrMerchantRequired
+	}
+	if m, ok := f[mchid]; ok {
+		return m, nil
+	}
+	return Merchant{}, fmt.Errorf("%w: %s", ErrUnknownMerchant, mchid)
+}
+
+// fakeLimiter answers every Reserve with slot (or err) and records the
+// in-place bounds it was asked with and the throttled answers.
+type fakeLimiter struct {
+	slot      ratelimit.Slot
+	err       error
+	decrease  bool
+	reserved  []time.Duration
+	throttled int
+}
+
+func (f *fakeLimiter) Reserve(_ context.Context, _ string, rate float64, maxWait time.Duration) (ratelimit.Slot, error) {
+	if !(rate > 0) {
+		panic("reserve without a rate")
+	}
+	f.reserved = append(f.reserved, maxWait)
+	return f.slot, f.err
+}
+
+func (f *fakeLimiter) Throttled(context.Context, string, float64, ratelimit.Slot) (bool, error) {
+	f.throttled++
+	return f.decrease, nil
+}
+
 func (o *recordObserver) ObserveAttempt(a Attempt) { o.attempts = append(o.attempts, a) }
 
 // instruction is what asynq is told to do, read back the way asynq and
@@ -175,6 +217,22 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 		wantReconcile *tasks.ReconcilePayload
 		wantAttempt   Attempt // compared: Outcome, Code, Confirmed, Reconciled, Order
 		wantResult    *tasks.CloseResult
+
+		// merchants, when set, are the worker's merchants, each with its
+		// own fake closer (answering as answer) and the rate limit rate;
+		// wantCloser is the merchant whose closer must make the call (if
+		// empty, testMchID), and no other may.
+		merchants  []string
+		rate       float64
+		wantCloser string
+		// limiter paces the merchants; wantMaxWait is the in-place bound
+		// it must be asked with, wantThrottled how often it must be told
+		// of a RATE_LIMITED answer, wantRate the attempt's rate fields.
+		limiter       *fakeLimiter
+		maxRetry      int
+		wantMaxWait   time.Duration
+		wantThrottled int
+		wantRate      Attempt
 	}{
 		{
 			name: "closed", pl: base, answer: answerWith(closed, nil),
@@ -242,6 +300,15 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 			wantAttempt: Attempt{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", Reconciled: true, Confirmed: true},
 			wantResult: &tasks.CloseResult{Outcome: tasks.OutcomePaid, Code: "ORDERPAID", ConfirmedByQuery: true,
 				TradeState: "REFUND", TransactionID: "4200000000202611220000000009"},
+		},
+		{
+			// Not a plain close: its record (trade state, confirmation) is
+			// stored.
+			name: "unsigned 204 closed, confirmed by a signed query", pl: base,
+			answer: answerWith(wechat.Outcome{Result: wechat.ResultClosed, HTTPStatus: 200, ConfirmedByQuery: true, TradeState: "CLOSED"}, nil),
+			want:   instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed, Confirmed: true},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 200, ConfirmedByQuery: true, TradeState: "CLOSED"},
 		},
 		{
 			name: "closed, confirmed by a signed query", pl: base,
@@ -481,6 +548,95 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 			want:        instruction{kind: "postpone", until: now.Add(time.Minute + 10*time.Second)},
 			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
 		},
+		{
+			name: "unknown merchant: archived at once with the fix, nothing signed",
+			pl:   base, merchants: []string{"1900000200", "1900000300"},
+			want:          instruction{kind: "archive"},
+			wantReasonHas: []string{"merchant 1900000109 is not configured", "merchant registry", "enqueue replay --code " + CodeUnknownMerchant},
+			wantAttempt:   Attempt{Outcome: tasks.OutcomePermanent, Code: CodeUnknownMerchant, Order: tasks.OrderRef{OutTradeNo: "ORDER-1", MchID: testMchID}},
+		},
+		{
+			name: "no mchid and several merchants: archived, never guessed",
+			pl:   with(func(p *tasks.ClosePayload) { p.MchID = "" }), id: "close:_:out_trade_no:ORDER-1",
+			merchants: []string{"1900000200", testMchID},
+			want:      instruction{kind: "archive"}, wantReasonHas: []string{"names no mchid", "several merchants"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePermanent, Code: CodeMerchantRequired},
+		},
+		{
+			name: "no mchid and one merchant in the registry: that merchant",
+			pl:   with(func(p *tasks.ClosePayload) { p.MchID = "" }), id: "close:_:out_trade_no:ORDER-1",
+			merchants: []string{testMchID}, answer: answerWith(closed, nil),
+			want: instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+		},
+		{
+			name: "each merchant's close goes to its own client",
+			pl:   with(func(p *tasks.ClosePayload) { p.MchID = "1900000200" }), merchants: []string{testMchID, "1900000200"},
+			wantCloser: "1900000200", answer: answerWith(closed, nil),
+			want: instruction{kind: "done"}, wantReq: &wechat.CloseRequest{OutTradeNo: "ORDER-1", MchID: "1900000200"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+		},
+		{
+			name: "institutional: the institution's entry closes for its sub-merchant",
+			pl:   with(func(p *tasks.ClosePayload) { p.SubMchID = "1900000301" }), merchants: []string{testMchID, "1900000200"},
+			answer: answerWith(closed, nil),
+			want:   instruction{kind: "done"}, wantReq: &wechat.CloseRequest{OutTradeNo: "ORDER-1", MchID: testMchID, SubMchID: "1900000301"},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+		},
+		{
+			name: "rate limit slot near: waits for it in place, no retry spent",
+			pl:   base, merchants: []string{testMchID}, rate: 50, answer: answerWith(closed, nil),
+			limiter: &fakeLimiter{slot: ratelimit.Slot{Reserved: true, Wait: 300 * time.Millisecond, Rate: 50}},
+			want:    instruction{kind: "done"}, wantReq: reqFor("ORDER-1"), wantSleep: 300 * time.Millisecond,
+			wantMaxWait: DefaultMaxRateWait, wantRate: Attempt{RateWait: 300 * time.Millisecond},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+		},
+		{
+			name: "rate limit slot far: postponed without a call, no retry spent",
+			pl:   base, merchants: []string{testMchID}, rate: 50, retried: 3,
+			limiter: &fakeLimiter{slot: ratelimit.Slot{RetryAfter: 3 * time.Second, Rate: 50}},
+			want:    instruction{kind: "postpone", after: 3 * time.Second}, wantReasonHas: []string{"rate limit", "next free slot"},
+			wantMaxWait: DefaultMaxRateWait, wantRate: Attempt{RatePostponed: true},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
+		},
+		{
+			name: "rate limit on the last attempt: waits longer in place rather than be archived by asynq",
+			pl:   base, merchants: []string{testMchID}, rate: 50, retried: 5, maxRetry: 5, answer: answerWith(closed, nil),
+			limiter: &fakeLimiter{slot: ratelimit.Slot{Reserved: true, Wait: 4 * time.Second, Rate: 50}},
+			want:    instruction{kind: "done"}, wantReq: reqFor("ORDER-1"), wantSleep: 4 * time.Second,
+			wantMaxWait: lastAttemptRateWait, wantRate: Attempt{RateWait: 4 * time.Second},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+		},
+		{
+			name: "rate limiter unavailable: postponed, WeChat Pay not called unpaced",
+			pl:   base, merchants: []string{testMchID}, rate: 50,
+			limiter: &fakeLimiter{err: errors.New("redis: connection refused")},
+			want:    instruction{kind: "postpone"}, wantReasonHas: []string{"rate limiter", "connection refused"},
+			wantMaxWait: DefaultMaxRateWait, wantRate: Attempt{RatePostponed: true},
+			wantAttempt: Attempt{Outcome: tasks.OutcomePostponed},
+		},
+		{
+			name: "RATE_LIMITED anyway: the shared rate is lowered and the close snoozed, no retry spent",
+			pl:   base, merchants: []string{testMchID}, rate: 50, retried: tasks.DefaultMaxRetry - 1,
+			answer:  answerWith(wechat.Outcome{}, weErr(wechat.ClassRateLimited, 429, "RATE_LIMITED")),
+			limiter: &fakeLimiter{slot: ratelimit.Slot{Reserved: true, Rate: 50}, decrease: true},
+			want:    instruction{kind: "postpone"}, wantReq: reqFor("ORDER-1"), wantReasonHas: []string{"rate limited", "RATE_LIMITED"},
+			wantMaxWait: DefaultMaxRateWait, wantThrottled: 1, wantRate: Attempt{RateDecreased: true},
+			wantAttempt: Attempt{Outcome: tasks.OutcomeRateLimited, Code: "RATE_LIMITED"},
+		},
+		{
+			name: "merchant without a rate limit is not paced",
+			pl:   base, merchants: []string{testMchID}, answer: answerWith(closed, nil),
+			limiter: &fakeLimiter{err: errors.New("must not be asked")},
+			want:    instruction{kind: "done"}, wantReq: reqFor("ORDER-1"),
+			wantAttempt: Attempt{Outcome: tasks.OutcomeClosed},
+			wantResult:  &tasks.CloseResult{Outcome: tasks.OutcomeClosed, HTTPStatus: 204, RequestID: "req-1"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -495,6 +651,21 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 			rec := tt.reconciler
 			obs := &recordObserver{}
 			cfg := Config{Closer: closer, Reconciler: &rec, MchID: testMchID, Observer: obs, Now: clk.Now}
+			closers := map[string]*fakeCloser{}
+			if tt.merchants != nil {
+				fm := fakeMerchants{}
+				for _, mch := range tt.merchants {
+					closers[mch] = &fakeCloser{clock: clk, answer: closer.answer}
+					fm[mch] = Merchant{MchID: mch, Closer: closers[mch], RateLimit: tt.rate, Name: "shop-" + mch[len(mch)-3:]}
+				}
+				cfg.Merchants = fm
+				if c, ok := closers[cmp.Or(tt.wantCloser, testMchID)]; ok {
+					closer = c
+				}
+			}
+			if tt.limiter != nil {
+				cfg.Limiter = tt.limiter
+			}
 			if tt.clockAhead != 0 {
 				cfg.ClockAhead = func() time.Duration { return tt.clockAhead }
 			}
@@ -516,7 +687,7 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 					id = tasks.CloseTaskID(tt.pl.Ref())
 				}
 			}
-			meta := TaskMeta{ID: id, Type: cmp.Or(tt.taskType, tasks.TypeClose), Retried: tt.retried, DueAt: now.Add(-2 * time.Second)}
+			meta := TaskMeta{ID: id, Type: cmp.Or(tt.taskType, tasks.TypeClose), Retried: tt.retried, MaxRetry: tt.maxRetry, DueAt: now.Add(-2 * time.Second)}
 
 			w := &fakeWriter{}
 			err = h.process(context.Background(), meta, payload, w)
@@ -548,10 +719,45 @@ func TestProcessCloseDecisionTable(t *testing.T) {
 					t.Errorf("WeChat Pay called at %v, before %v or close_at %v", at, floor, tt.pl.CloseAt)
 				}
 			}
+			for mch, c := range closers {
+				if c != closer && len(c.calls) != 0 {
+					t.Errorf("merchant %s's client was called with %+v: a close signed with another merchant's key", mch, c.calls)
+				}
+			}
+			if l := tt.limiter; l != nil {
+				if tt.wantMaxWait != 0 && (len(l.reserved) != 1 || l.reserved[0] != tt.wantMaxWait) {
+					t.Errorf("limiter asked with max waits %v, want exactly [%s]", l.reserved, tt.wantMaxWait)
+				}
+				if tt.wantMaxWait == 0 && len(l.reserved) != 0 {
+					t.Errorf("limiter asked %d times, want never", len(l.reserved))
+				}
+				if l.throttled != tt.wantThrottled {
+					t.Errorf("limiter told of %d RATE_LIMITED answers, want %d", l.throttled, tt.wantThrottled)
+				}
+				if a := obs.attempts[0]; a.RateWait != tt.wantRate.RateWait || a.RatePostponed != tt.wantRate.RatePostponed || a.RateDecreased != tt.wantRate.RateDecreased {
+					t.Errorf("attempt rate fields wait %s postponed %t decreased %t, want %+v", a.RateWait, a.RatePostponed, a.RateDecreased, tt.wantRate)
+				}
+			}
+			if tt.merchants != nil && len(obs.attempts) == 1 && obs.attempts[0].Outcome != tasks.OutcomePermanent {
+				if want := "shop-" + cmp.Or(tt.wantCloser, testMchID)[7:]; obs.attempts[0].Merchant != want {
+					t.Errorf("attempt merchant label %q, want %q", obs.attempts[0].Merchant, want)
+				}
+			}
 			checkReconcile(t, rec.payloads, tt.wantReconcile, now.Add(callLatency))
 			checkAttempt(t, obs.attempts, id, tt.retried, tt.wantAttempt, tt.wantReq != nil)
-			// Exactly one write per run, success or failure: the stored
-			// record is the result of a completed close, else the failure.
+			// One write per run, success or failure: the stored record is
+			// the result of a completed close, else the failure. A plain
+			// close writes nothing, and reads back as closed.
+			if tt.wantResult != nil && !tt.wantResult.NeedsRecord() {
+				if len(w.writes) != 0 {
+					t.Fatalf("stored %d records for a plain close, want none: %s", len(w.writes), w.writes[0])
+				}
+				res, _, derr := tasks.ReadCloseRecord(&asynq.TaskInfo{State: asynq.TaskStateCompleted, CompletedAt: now})
+				if derr != nil || res.Outcome != tt.wantResult.Outcome {
+					t.Fatalf("a completed task without a record reads as %+v, %v; want outcome %s", res, derr, tt.wantResult.Outcome)
+				}
+				return
+			}
 			if len(w.writes) != 1 {
 				t.Fatalf("stored %d records, want exactly 1", len(w.writes))
 			}

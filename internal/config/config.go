@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -17,8 +16,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
-	"github.com/wxclose/wxclose/internal/ids"
 	"github.com/wxclose/wxclose/internal/redisurl"
+	"github.com/wxclose/wxclose/internal/webhook"
 	"github.com/wxclose/wxclose/retry"
 	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
@@ -57,12 +56,18 @@ func (e *Error) Unwrap() error { return ErrInvalid }
 type Worker struct {
 	RedisURL    string             // REDIS_URL, default redis://127.0.0.1:6379/0
 	Redis       asynq.RedisConnOpt // parsed from RedisURL
+	Layout                         // WXCLOSE_SHARDS, WXCLOSE_PREVIOUS_SHARDS, WXCLOSE_WAIT_*: see shards.go
 	WeChatAPI   wechat.APIVersion  // WECHATPAY_API: v3 (default) or v2
 	BaseURL     string             // WECHATPAY_BASE_URL, default wechat.DefaultBaseURL; never has user information
 	PathStyle   wechat.PathStyle   // WECHATPAY_PATH_STYLE: global (default) or hk
 	MchID       string             // WECHATPAY_MCHID, required
 	AppID       string             // WECHATPAY_APPID, required for v2
 	HTTPTimeout time.Duration      // WECHATPAY_TIMEOUT; if zero (unset), wechat's default (30 s)
+
+	// Merchants: WECHATPAY_* configure one; a registry file any number
+	// (internal/merchants). Setting both is an error. See merchant.go.
+	MerchantsFile string  // WXCLOSE_MERCHANTS_FILE
+	RateLimit     float64 // WXCLOSE_RATE_LIMIT, closes/s per merchant, default DefaultRateLimit; 0 ("off"): no limit
 
 	// API v3.
 	PrivateKeyFile   string   // WECHATPAY_MCH_PRIVATE_KEY_FILE
@@ -88,13 +93,28 @@ type Worker struct {
 	UIUser     string // WXCLOSE_UI_USER
 	UIPassword string // WXCLOSE_UI_PASSWORD (secret)
 	UIReadOnly bool   // WXCLOSE_UI_READONLY, default false
+
+	// The close API and the paid-order webhook: see httpapi.go.
+	APIOnly            bool          // set by LoadAPIOnly (worker -api-only): serve HTTP, consume no queue
+	API                bool          // WXCLOSE_API, default true: serve the close API at /v1/
+	APITokensFile      string        // WXCLOSE_API_TOKENS_FILE; required unless WXCLOSE_HTTP_ADDR is loopback
+	WebhookURL         string        // WXCLOSE_RECONCILE_WEBHOOK_URL; may hold credentials: log WebhookURLShown
+	WebhookSecretFile  string        // WXCLOSE_RECONCILE_WEBHOOK_SECRET_FILE, with WebhookURL
+	WebhookTimeout     time.Duration // WXCLOSE_RECONCILE_WEBHOOK_TIMEOUT, default webhook.DefaultTimeout (10 s)
+	WebhookConcurrency int           // WXCLOSE_RECONCILE_WEBHOOK_CONCURRENCY, default 4
 }
 
 // Load reads the configuration through getenv (os.Getenv in production) and
 // returns every problem found, joined, each naming its variable.
-func Load(getenv func(string) string) (Worker, error) {
+func Load(getenv func(string) string) (Worker, error) { return load(getenv, false) }
+
+func load(getenv func(string) string, apiOnly bool) (Worker, error) {
+	if apiOnly {
+		getenv = apiOnlyEnv(getenv)
+	}
 	r := reader{getenv: getenv}
 	w := Worker{
+		APIOnly:     apiOnly,
 		RedisURL:    r.str("REDIS_URL", DefaultRedisURL),
 		WeChatAPI:   wechat.APIVersion(strings.ToLower(r.str("WECHATPAY_API", string(wechat.APIv3)))),
 		BaseURL:     r.str("WECHATPAY_BASE_URL", wechat.DefaultBaseURL),
@@ -126,6 +146,13 @@ func Load(getenv func(string) string) (Worker, error) {
 		UIUser:     r.str("WXCLOSE_UI_USER", ""),
 		UIPassword: r.str("WXCLOSE_UI_PASSWORD", ""),
 		UIReadOnly: r.boolean("WXCLOSE_UI_READONLY", false),
+
+		API:                r.boolean("WXCLOSE_API", true),
+		APITokensFile:      r.str("WXCLOSE_API_TOKENS_FILE", ""),
+		WebhookURL:         r.str("WXCLOSE_RECONCILE_WEBHOOK_URL", ""),
+		WebhookSecretFile:  r.str("WXCLOSE_RECONCILE_WEBHOOK_SECRET_FILE", ""),
+		WebhookTimeout:     r.duration("WXCLOSE_RECONCILE_WEBHOOK_TIMEOUT", webhook.DefaultTimeout),
+		WebhookConcurrency: r.positiveInt("WXCLOSE_RECONCILE_WEBHOOK_CONCURRENCY", DefaultWebhookConcurrency),
 	}
 	for _, f := range strings.Split(r.str("WECHATPAY_PLATFORM_CERT_FILE", ""), ",") {
 		if f = strings.TrimSpace(f); f != "" {
@@ -139,7 +166,6 @@ func Load(getenv func(string) string) (Worker, error) {
 	} else {
 		w.Redis = opt
 	}
-	w.checkBaseURL(&r)
 	lvl, err := zerolog.ParseLevel(strings.ToLower(r.str("WXCLOSE_LOG_LEVEL", "info")))
 	if err != nil || lvl == zerolog.NoLevel {
 		r.fail("WXCLOSE_LOG_LEVEL", "must be one of trace, debug, info, warn, error")
@@ -163,44 +189,11 @@ func Load(getenv func(string) string) (Worker, error) {
 		r.fail("WXCLOSE_RETRY_INITIAL/WXCLOSE_RETRY_MAX", "%v", err)
 	}
 	w.checkHTTP(&r)
-	if w.MchID == "" {
-		r.fail("WECHATPAY_MCHID", "is required (the merchant id, or the institution's in institutional mode)")
-	} else if !ids.ValidMchID(w.MchID) {
-		r.fail("WECHATPAY_MCHID", ids.MchIDRule)
-	}
-
-	switch w.WeChatAPI {
-	case wechat.APIv3:
-		w.checkV3(&r)
-	case wechat.APIv2:
-		w.checkV2(&r)
-	default:
-		r.fail("WECHATPAY_API", "must be v3 or v2, not %q", w.WeChatAPI)
-	}
+	w.checkAPI(&r)
+	w.checkWebhook(&r)
+	w.loadLayout(&r)
+	w.loadMerchantSource(&r)
 	return w, errors.Join(r.errs...)
-}
-
-// checkBaseURL applies wechat's rules for Config.BaseURL here, so that a bad
-// value is reported with the others, before anything is logged, and without
-// quoting user information (which may be a password).
-func (w *Worker) checkBaseURL(r *reader) {
-	const name = "WECHATPAY_BASE_URL"
-	u, err := url.Parse(w.BaseURL)
-	switch {
-	case err != nil:
-		r.fail(name, "is not a URL (expected e.g. %s)", wechat.DefaultBaseURL)
-	case u.User != nil:
-		r.fail(name, "must not contain user information (user:password@); WeChat Pay authenticates by signature")
-		// Keep the rejected value out of every later message and log.
-		w.BaseURL = redisurl.Redact(w.BaseURL)
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(w.BaseURL, "#"):
-		r.fail(name, "must be scheme, host and optional path only, without query or fragment")
-		w.BaseURL = redisurl.Redact(w.BaseURL)
-	case u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		r.fail(name, "%q must be an absolute https:// URL such as %s", redisurl.Redact(w.BaseURL), wechat.DefaultBaseURL)
-	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
-		r.fail(name, "%q must use https; plain http is only allowed for loopback hosts (the sandbox)", redisurl.Redact(w.BaseURL))
-	}
 }
 
 // checkHTTP checks the HTTP address and the dashboard's credentials with the
@@ -238,97 +231,15 @@ func IsLoopbackHost(host string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-func (w *Worker) checkV3(r *reader) {
-	switch w.PathStyle {
-	case wechat.PathGlobal, wechat.PathHK:
-	default:
-		r.fail("WECHATPAY_PATH_STYLE", "must be global or hk, not %q", w.PathStyle)
-	}
-	if w.PrivateKeyFile == "" {
-		r.fail("WECHATPAY_MCH_PRIVATE_KEY_FILE", "is required for API v3 (the merchant's apiclient_key.pem)")
-	}
-	if w.CertSerial == "" {
-		r.fail("WECHATPAY_MCH_CERT_SERIAL", "is required for API v3 (openssl x509 -noout -serial -in apiclient_cert.pem)")
-	} else if !ids.ValidCertSerial(w.CertSerial) {
-		r.fail("WECHATPAY_MCH_CERT_SERIAL", ids.CertSerialRule+" (openssl x509 -noout -serial -in apiclient_cert.pem)")
-	}
-	if len(w.PlatformCertFile) == 0 && w.PublicKeyFile == "" && w.APIv3Key == "" {
-		r.fail("WECHATPAY_PLATFORM_CERT_FILE", "or WECHATPAY_PUBLIC_KEY_FILE with WECHATPAY_PUBLIC_KEY_ID, or WECHATPAY_APIV3_KEY is required to verify WeChat Pay's responses")
-	}
-	if (w.PublicKeyFile == "") != (w.PublicKeyID == "") {
-		r.fail("WECHATPAY_PUBLIC_KEY_ID", "and WECHATPAY_PUBLIC_KEY_FILE must be set together")
-	}
-	if w.PublicKeyID != "" && !ids.ValidPublicKeyID(w.PublicKeyID) {
-		r.fail("WECHATPAY_PUBLIC_KEY_ID", ids.PublicKeyIDRule)
-	}
-	if w.APIv3Key != "" && len(w.APIv3Key) != 32 {
-		r.fail("WECHATPAY_APIV3_KEY", "must be 32 characters (it has %d)", len(w.APIv3Key))
-	}
-}
-
-func (w *Worker) checkV2(r *reader) {
-	if w.AppID == "" {
-		r.fail("WECHATPAY_APPID", "is required for API v2")
-	} else if !ids.ValidAppID(w.AppID) {
-		r.fail("WECHATPAY_APPID", ids.AppIDRule)
-	}
-	if w.APIKey == "" {
-		r.fail("WECHATPAY_API_KEY", "is required for API v2 (the 32-character key from the merchant platform)")
-	} else if len(w.APIKey) != 32 {
-		r.fail("WECHATPAY_API_KEY", "must be 32 characters (it has %d); check for pasted whitespace or quotes", len(w.APIKey))
-	}
-	switch w.SignType {
-	case wechat.SignHMACSHA256, wechat.SignMD5:
-	default:
-		r.fail("WECHATPAY_SIGN_TYPE", "must be HMAC-SHA256 or MD5, not %q", w.SignType)
-	}
-}
-
 // WeChat loads the key files and returns the client configuration. Errors
 // are *Error naming the variable whose file could not be used.
-func (w Worker) WeChat() (wechat.Config, error) {
-	cfg := wechat.Config{
-		API: w.WeChatAPI, BaseURL: w.BaseURL, MchID: w.MchID, Timeout: w.HTTPTimeout,
-		PathStyle: w.PathStyle, CertSerial: w.CertSerial, PublicKeyID: w.PublicKeyID, APIv3Key: w.APIv3Key,
-		AppID: w.AppID, APIKey: w.APIKey, SignType: w.SignType,
-		UserAgent: "wxclose-worker",
-	}
-	if w.WeChatAPI != wechat.APIv3 {
-		return cfg, nil
-	}
-	var err error
-	if cfg.PrivateKey, err = wechat.LoadPrivateKeyFile(w.PrivateKeyFile); err != nil {
-		return cfg, fileError("WECHATPAY_MCH_PRIVATE_KEY_FILE", err)
-	}
-	for _, f := range w.PlatformCertFile {
-		certs, err := wechat.LoadCertificatesFile(f)
-		if err != nil {
-			return cfg, fileError("WECHATPAY_PLATFORM_CERT_FILE", err)
-		}
-		cfg.PlatformCerts = append(cfg.PlatformCerts, certs...)
-	}
-	if w.PublicKeyFile != "" {
-		if cfg.PublicKey, err = wechat.LoadPublicKeyFile(w.PublicKeyFile); err != nil {
-			return cfg, fileError("WECHATPAY_PUBLIC_KEY_FILE", err)
-		}
-	}
-	return cfg, nil
-}
+func (w Worker) WeChat() (wechat.Config, error) { return w.Merchant().WeChat(EnvNames) }
 
 // NewCloser loads the key files and builds the WeChat Pay client with hooks.
 // Its errors wrap ErrInvalid and name environment variables, not
 // wechat.Config fields (see WeChatError).
 func (w Worker) NewCloser(hooks wechat.Hooks) (wechat.Closer, error) {
-	cfg, err := w.WeChat()
-	if err != nil {
-		return nil, err
-	}
-	cfg.Hooks = hooks
-	c, err := wechat.New(cfg)
-	if err != nil {
-		return nil, WeChatError(err)
-	}
-	return c, nil
+	return w.Merchant().NewCloser(EnvNames, hooks)
 }
 
 // variables maps wechat.Config fields to the environment variables that
@@ -354,21 +265,7 @@ var variables = map[string]string{
 // names the environment variable behind the wechat.Config field. Any error
 // wrapping wechat.ErrInvalidConfig becomes one (wrapping ErrInvalid); other
 // errors are returned unchanged.
-func WeChatError(err error) error {
-	var ce *wechat.ConfigError
-	if errors.As(err, &ce) {
-		if v, ok := variables[ce.Field]; ok {
-			return &Error{Variable: v, Reason: ce.Reason}
-		}
-		// A field no variable sets (UserAgent, HTTPClient, ...) is the
-		// worker's own doing; say which.
-		return &Error{Variable: "wechat.Config." + ce.Field, Reason: ce.Reason + " (set by the worker, not by a variable: please report it)"}
-	}
-	if errors.Is(err, wechat.ErrInvalidConfig) {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	return err
-}
+func WeChatError(err error) error { return WeChatErrorNamed(err, EnvNames) }
 
 func fileError(name string, err error) error {
 	return &Error{Variable: name, Reason: "cannot be used: " + err.Error()}
@@ -393,7 +290,7 @@ func (w Worker) String() string {
 		" platform_certs=%d public_key_id=%q apiv3_key=%s api_key=%s ui=%t ui_auth=%s",
 		redisurl.Redact(w.RedisURL), w.WeChatAPI, redisurl.Redact(w.BaseURL), w.MchID, timeout, w.Concurrency, w.MaxRetry,
 		w.Retry.Initial, w.Retry.Max, w.CloseMargin, w.HTTPAddr,
-		len(w.PlatformCertFile), w.PublicKeyID, set(w.APIv3Key), set(w.APIKey), w.UI, set(w.UIPassword))
+		len(w.PlatformCertFile), w.PublicKeyID, set(w.APIv3Key), set(w.APIKey), w.UI, set(w.UIPassword)) + w.apiString() + w.merchantString() + w.Layout.String()
 }
 
 type reader struct {

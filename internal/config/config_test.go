@@ -303,7 +303,7 @@ func TestWeChatErrorNamesTheVariable(t *testing.T) {
 		t.Errorf("plain ErrInvalidConfig: %v does not wrap ErrInvalid", err)
 	}
 	other := errors.New("network down")
-	if err := WeChatError(other); err != other {
+	if err := WeChatError(other); err != other { //nolint:errorlint // identity is the point: other errors pass unchanged
 		t.Errorf("other errors must pass unchanged, got %v", err)
 	}
 

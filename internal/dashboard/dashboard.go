@@ -115,7 +115,7 @@ func New(opts Options) (*Dashboard, error) {
 	// browser sends cached basic-auth credentials with cross-site requests:
 	// without this, any web page an operator visits could pause the queue or
 	// delete close tasks.
-	var h http.Handler = http.NewCrossOriginProtection().Handler(mon)
+	h := http.NewCrossOriginProtection().Handler(mon)
 	h = frameDenied(h)
 	if auth {
 		h = basicAuth(h, opts.User, opts.Password)

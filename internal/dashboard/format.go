@@ -64,49 +64,33 @@ func FormatPayload(taskType string, payload []byte) string {
 	return fmt.Sprintf("payload not shown (%d bytes)", len(payload))
 }
 
-// FormatResult renders a task result for the dashboard: the record the
-// worker stores with each close task (tasks.DecodeCloseRecord), for example
+// FormatResult renders the result of a completed task for the dashboard.
+// asynqmon v0.7.2 calls it with the task type only when it lists completed
+// tasks (its task detail page passes an empty type, shown as "result not
+// shown"), so a close's result is read as a completed close's
+// (tasks.CompletedCloseResult): the stored CloseResult, for example
 //
-//	outcome=closed code=SUCCESS message="OK" finished_at=2026-11-22T10:05:02Z
-//	outcome=retry code=SYSTEM_ERROR class=retryable message="busy" http_status=500 attempt=2 at=2026-11-22T10:05:02Z
+//	outcome=paid code=ORDERPAID message="订单已支付" http_status=400 finished_at=2026-11-22T10:05:02Z
 //
-// the second for an attempt that failed (a task waiting to retry, or
-// archived). It prints only the known fields of those records, each checked;
-// anything else is summarised by its size. An empty result is shown as "".
-// It matches asynqmon.ResultFormatterFunc.
+// or, for a plain close, which stores no record (or keeps an earlier
+// attempt's failure), "outcome=closed". It prints only the known fields of
+// the record, each checked; anything else is summarised by its size. It
+// matches asynqmon.ResultFormatterFunc.
 func FormatResult(taskType string, result []byte) string {
-	if len(result) == 0 {
-		return ""
-	}
 	if taskType != tasks.TypeClose {
+		if len(result) == 0 {
+			return ""
+		}
 		return fmt.Sprintf("result not shown (%d bytes)", len(result))
 	}
-	r, f, err := tasks.DecodeCloseRecord(result)
-	switch {
-	case err != nil:
-		return invalid("result", result)
-	case r != nil:
-		var b strings.Builder
-		writeAnswer(&b, r.Outcome, r.Code, r.Message, r.HTTPStatus, r.RequestID)
-		if !r.FinishedAt.IsZero() {
-			field(&b, "finished_at", stamp(r.FinishedAt))
-		}
-		return b.String()
-	}
-	if !knownOutcome(f.Outcome) {
+	r, err := tasks.CompletedCloseResult(result, time.Time{})
+	if err != nil {
 		return invalid("result", result)
 	}
 	var b strings.Builder
-	writeAnswer(&b, f.Outcome, f.Code, f.Message, f.HTTPStatus, f.RequestID)
-	switch f.Class {
-	case tasks.ClassRetryable, tasks.ClassRateLimited, tasks.ClassPermanent:
-		field(&b, "class", f.Class)
-	}
-	if f.Attempt > 0 {
-		fmt.Fprintf(&b, " attempt=%d", f.Attempt)
-	}
-	if !f.At.IsZero() {
-		field(&b, "at", stamp(f.At))
+	writeAnswer(&b, r.Outcome, r.Code, r.Message, r.HTTPStatus, r.RequestID)
+	if !r.FinishedAt.IsZero() {
+		field(&b, "finished_at", stamp(r.FinishedAt))
 	}
 	return b.String()
 }
@@ -158,17 +142,6 @@ func stampOnDay(t, ref time.Time) string {
 		return t.Format("15:04:05Z07:00")
 	}
 	return stamp(t)
-}
-
-// knownOutcome accepts the outcomes of a failure record (those of a
-// result are known by DecodeCloseRecord choosing it).
-func knownOutcome(o string) bool {
-	switch o {
-	case tasks.OutcomeRetry, tasks.OutcomeRateLimited, tasks.OutcomePermanent, tasks.OutcomeExhausted,
-		tasks.OutcomePostponed, tasks.OutcomeInvalidPayload, tasks.OutcomePossiblyEarly:
-		return true
-	}
-	return false
 }
 
 // isCode accepts WeChat Pay's error codes and wxclose's reasons

@@ -155,7 +155,9 @@ func New(opts Options) (*API, error) {
 		producer: tasks.NewProducerFromRedisClient(rdb, opts.Producer),
 		// Cancelling by task id: the id already names the merchant (or "_"
 		// for none), so this producer has no default merchant to fill in.
-		canceller: tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{}),
+		canceller: tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{
+			Shards: opts.Producer.Shards, PreviousShards: opts.Producer.PreviousShards,
+		}),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		tokens:    opts.Tokens,
 		metrics:   m,
@@ -217,7 +219,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	defer func() {
 		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
+			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 				panic(v)
 			}
 			a.log.Error().Str("route", route).Str("panic", fmt.Sprint(v)).Msg("close API handler panicked")

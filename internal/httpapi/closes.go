@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/wxclose/wxclose/internal/ops"
 	"github.com/wxclose/wxclose/tasks"
 )
@@ -81,7 +79,7 @@ func (a *API) schedule(ctx context.Context, data []byte) (scheduled, *Problem, e
 	if s.Duplicate && s.State == "" {
 		// The producer looks up a duplicate's state on a best-effort basis;
 		// the API promises it, so ask again and fail as a whole otherwise.
-		info, err := a.inspector.GetTaskInfo(tasks.QueueClose, s.TaskID)
+		info, err := a.inspector.GetTaskInfo(s.Queue, s.TaskID)
 		if err != nil {
 			return scheduled{}, nil, fmt.Errorf("look up %s: %w", s.TaskID, err)
 		}
@@ -308,9 +306,11 @@ func (a *API) getClose(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	info, err := a.inspector.GetTaskInfo(tasks.QueueClose, id)
+	// The lookup the producer's cancel and `enqueue status` use: the
+	// order's shard, the previous layout's, then every close queue.
+	info, err := a.canceller.LookupClose(r.Context(), id)
 	if err != nil {
-		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		if errors.Is(err, tasks.ErrNoClose) {
 			writeProblem(w, noClose(id))
 			return
 		}

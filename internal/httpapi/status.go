@@ -47,11 +47,7 @@ func statusOf(info *asynq.TaskInfo) closeStatus {
 	if info.State == asynq.TaskStateActive || info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived {
 		s.NextRunAt = time.Time{}
 	}
-	if v, ok := info.Headers[tasks.HeaderDueAt]; ok {
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			s.DueAt = t
-		}
-	}
+	s.DueAt, _ = tasks.DueFromHeaders(info.Headers)
 	if p, err := tasks.DecodeClosePayload(info.Payload); err != nil {
 		s.OrderError = err.Error()
 	} else {
@@ -59,7 +55,7 @@ func statusOf(info *asynq.TaskInfo) closeStatus {
 	}
 	// An unreadable record (written by something else) is left out: the
 	// state and asynq's error text still say where the close stands.
-	result, failure, _ := tasks.DecodeCloseRecord(info.Result)
+	result, failure, _ := tasks.ReadCloseRecord(info)
 	if info.State == asynq.TaskStateCompleted {
 		s.Result = result
 	}

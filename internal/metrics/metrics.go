@@ -49,6 +49,10 @@ type Options struct {
 	// (clockskew.Tracker.Offsets); it is called on every scrape and must be
 	// cheap. If nil, wxclose_clock_offset_seconds is not exported.
 	ClockOffsets func() map[string]time.Duration
+	// RateLimits returns every rate-limited merchant's configured and
+	// effective rate; it is called on every scrape and must be cheap. If
+	// nil, wxclose_rate_limit_effective and _configured are not exported.
+	RateLimits func() []RateLimitSample
 }
 
 // WeChat Pay codes kept as wechat_code label values; the union of the
@@ -59,6 +63,8 @@ var knownCodes = map[string]bool{
 	"RATE_LIMITED": true, "FREQUENCY_LIMITED": true,
 	"PARAM_ERROR": true, "INVALID_REQUEST": true, "SIGN_ERROR": true, "SIGNERROR": true,
 	"NO_AUTH": true, "REQUIRE_POST_METHOD": true, "XML_FORMAT_ERROR": true, "FAIL": true,
+	// wxclose's own codes for closes archived because of their merchant.
+	closehandler.CodeUnknownMerchant: true, closehandler.CodeMerchantRequired: true,
 }
 
 // otherCode replaces WeChat codes outside knownCodes.
@@ -96,6 +102,7 @@ type Metrics struct {
 	reconciled  prometheus.Counter
 	confirmed   *prometheus.CounterVec
 	certFails   prometheus.Counter
+	merchants   *merchantMetrics
 	queues      *queueCollector // nil without an Inspector
 }
 
@@ -194,6 +201,11 @@ func New(opts Options) *Metrics {
 	if opts.ClockOffsets != nil {
 		m.reg.MustRegister(clockCollector(opts.ClockOffsets))
 	}
+	m.merchants = newMerchantMetrics()
+	m.reg.MustRegister(m.merchants.collectors()...)
+	if opts.RateLimits != nil {
+		m.reg.MustRegister(rateCollector(opts.RateLimits))
+	}
 	if opts.Inspector != nil {
 		m.queues = newQueueCollector(opts.Inspector, timeout, opts.Logger)
 		m.reg.MustRegister(m.queues)
@@ -227,6 +239,7 @@ func (m *Metrics) ObserveAttempt(a closehandler.Attempt) {
 	if a.Reconciled {
 		m.reconciled.Inc()
 	}
+	m.merchants.observe(a)
 	if a.Confirmed {
 		m.confirmed.WithLabelValues(outcomeLabel(a.Outcome)).Inc()
 	}

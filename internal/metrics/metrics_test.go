@@ -369,15 +369,17 @@ func TestClockOffsets(t *testing.T) {
 }
 
 // TestAlertRulesUseExportedMetrics checks that every wxclose_ metric the
-// sample alert rules query is one this package exports (promtool is not
+// sample alert rules query is one the worker exports: from this package, or
+// from the close API and the webhook on its registry (promtool is not
 // available to check the rules themselves).
 func TestAlertRulesUseExportedMetrics(t *testing.T) {
 	rules, err := os.ReadFile(filepath.Join("..", "..", "docs", "prometheus-alerts.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(Options{ClockOffsets: func() map[string]time.Duration { return map[string]time.Duration{"redis": 0} }})
-	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second, HasLateness: true})
+	m := New(Options{ClockOffsets: func() map[string]time.Duration { return map[string]time.Duration{"redis": 0} },
+		RateLimits: func() []RateLimitSample { return []RateLimitSample{{Configured: 100, Effective: 100}} }})
+	m.ObserveAttempt(closehandler.Attempt{Outcome: tasks.OutcomeClosed, WeChatLatency: time.Second, HasLateness: true, RateDecreased: true})
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -389,6 +391,9 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 	}
 	for _, mf := range mfs {
 		exported[mf.GetName()] = true
+	}
+	for _, name := range exportedElsewhere(t) {
+		exported[name] = true
 	}
 	used := regexp.MustCompile(`\bwxclose_[a-z_]+`).FindAllString(string(rules), -1)
 	if len(used) == 0 {
@@ -405,7 +410,8 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 			t.Errorf("docs/prometheus-alerts.yml uses %s, which the worker does not export", name)
 		}
 	}
-	for _, want := range []string{"wxclose_clock_offset_seconds", "wxclose_certificate_refresh_failures_total"} {
+	for _, want := range []string{"wxclose_clock_offset_seconds", "wxclose_certificate_refresh_failures_total",
+		"wxclose_webhook_deliveries_total", "wxclose_api_requests_total"} {
 		if !strings.Contains(string(rules), want) {
 			t.Errorf("docs/prometheus-alerts.yml has no rule on %s", want)
 		}

@@ -305,7 +305,7 @@ func hangingServer(t *testing.T) (addr string, release func()) {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			go io.Copy(io.Discard, c)
+			go func() { _, _ = io.Copy(io.Discard, c) }()
 		}
 	}()
 	var once sync.Once

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wxclose/wxclose/internal/strictjson"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -289,7 +290,7 @@ func readOrders(ctx context.Context, r io.Reader, maxLine int, jobs chan<- bulkJ
 	n := 0
 	for ctx.Err() == nil {
 		line, num, tooLong, err := lr.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return n, nil
 		}
 		if err != nil {
@@ -344,17 +345,8 @@ func ParseOrderLine(line []byte) (tasks.CloseOrder, error) {
 	if len(line) == 0 || line[0] != '{' {
 		return tasks.CloseOrder{}, fmt.Errorf("%w: not a JSON object; each line must be one object such as {\"out_trade_no\":\"ORDER-1\",\"created_at\":\"2026-11-22T10:00:00+08:00\"}", tasks.ErrInvalidPayload)
 	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	var l orderLine
-	if err := dec.Decode(&l); err != nil {
-		return tasks.CloseOrder{}, fmt.Errorf("%w: %s", tasks.ErrInvalidPayload, jsonProblem(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return tasks.CloseOrder{}, fmt.Errorf("%w: trailing data after the JSON object; put one object per line", tasks.ErrInvalidPayload)
-	}
-	// After Decode, so that malformed JSON keeps its precise message.
-	// Decode itself matches keys ignoring case and lets a repeated key win.
-	if err := tasks.CheckJSONFields(line, lineFields...); err != nil {
+	l, err := decodeOrderLine(line)
+	if err != nil {
 		return tasks.CloseOrder{}, err
 	}
 	o := tasks.CloseOrder{
@@ -364,7 +356,6 @@ func ParseOrderLine(line []byte) (tasks.CloseOrder, error) {
 	if l.CreatedAt == "" {
 		return tasks.CloseOrder{}, fmt.Errorf("%w: created_at is required (RFC 3339, e.g. 2026-11-22T10:00:00+08:00)", tasks.ErrInvalidPayload)
 	}
-	var err error
 	if o.CreatedAt, err = ParseTime("created_at", l.CreatedAt); err != nil {
 		return tasks.CloseOrder{}, err
 	}
@@ -374,6 +365,35 @@ func ParseOrderLine(line []byte) (tasks.CloseOrder, error) {
 		}
 	}
 	return o, nil
+}
+
+// decodeOrderLine reads the fields of one JSON Lines record, line being
+// trimmed and starting with '{'. The lines producers write (plain strings,
+// exact keys) are read in one pass (strictjson.Flat); any other line by
+// encoding/json and tasks.CheckJSONFields, which also word every error.
+func decodeOrderLine(line []byte) (orderLine, error) {
+	var raw [7][]byte // in the order of lineFields
+	if strictjson.Flat(line, lineFields, raw[:]) {
+		s := strictjson.String
+		return orderLine{
+			OutTradeNo: s(raw[0]), TransactionID: s(raw[1]), MchID: s(raw[2]), SubMchID: s(raw[3]),
+			SubAppID: s(raw[4]), CreatedAt: s(raw[5]), CloseAt: s(raw[6]),
+		}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	var l orderLine
+	if err := dec.Decode(&l); err != nil {
+		return l, fmt.Errorf("%w: %s", tasks.ErrInvalidPayload, jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return l, fmt.Errorf("%w: trailing data after the JSON object; put one object per line", tasks.ErrInvalidPayload)
+	}
+	// After Decode, so that malformed JSON keeps its precise message.
+	// Decode itself matches keys ignoring case and lets a repeated key win.
+	if err := tasks.CheckJSONFields(line, lineFields...); err != nil {
+		return l, err
+	}
+	return l, nil
 }
 
 // ParseTime parses an RFC 3339 time, naming field in the error, which wraps
@@ -464,7 +484,7 @@ func (l *lineReader) next() (line []byte, num int, tooLong bool, err error) {
 			}
 		}
 		switch {
-		case err == bufio.ErrBufferFull:
+		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case err == io.EOF && !seen:
 			return nil, 0, false, io.EOF

@@ -139,13 +139,17 @@ func (w *worker) handle(ctx context.Context, task *asynq.Task) error {
 			f.Attempt, _ = asynq.GetRetryCount(ctx)
 			f.Attempt++
 			data, _ := json.Marshal(f)
-			task.ResultWriter().Write(data)
+			if _, err := task.ResultWriter().Write(data); err != nil {
+				return err
+			}
 		}
 		return errors.New(b.err)
 	}
 	if b.result != nil {
 		data, _ := json.Marshal(b.result)
-		task.ResultWriter().Write(data)
+		if _, err := task.ResultWriter().Write(data); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -311,7 +311,7 @@ func TestList(t *testing.T) {
 		t.Errorf("JSON round trip: %v, %+v", err, back)
 	}
 	js.Reset()
-	if WriteJSON(&js, nil); strings.TrimSpace(js.String()) != "[]" {
+	if err := WriteJSON(&js, nil); err != nil || strings.TrimSpace(js.String()) != "[]" {
 		t.Errorf("empty JSON list = %q, want []", js.String())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,7 +30,8 @@ var States = []string{"active", "pending", "scheduled", "retry", "archived", "co
 
 // ListOptions selects the tasks List returns.
 type ListOptions struct {
-	// Queue is tasks.QueueClose or tasks.QueueReconcile. If empty,
+	// Queue is tasks.QueueClose (every close queue, shards merged), one
+	// shard (close_order:<n>) or tasks.QueueReconcile. If empty,
 	// tasks.QueueClose.
 	Queue string
 	// State is one of States. If empty, every state, in the order of
@@ -67,13 +69,19 @@ type ListedTask struct {
 
 // List returns up to opt.Limit tasks of a queue, walking asynq's lists page
 // by page. A queue that never held a task is empty, not an error.
+//
+// close_order is the logical close queue: List merges every close queue
+// Redis holds (close_order and its shards close_order:<n>, of any
+// WXCLOSE_SHARDS), state by state, each state's tasks ordered by time (next
+// run, last failure or completion). A shard's own name lists that shard
+// alone.
 func (c *Client) List(ctx context.Context, opt ListOptions) ([]ListedTask, error) {
 	queue := opt.Queue
 	if queue == "" {
 		queue = tasks.QueueClose
 	}
-	if queue != tasks.QueueClose && queue != tasks.QueueReconcile {
-		return nil, fmt.Errorf("%w: queue %q is not a wxclose queue; use %s or %s", ErrUsage, queue, tasks.QueueClose, tasks.QueueReconcile)
+	if !tasks.IsCloseQueue(queue) && queue != tasks.QueueReconcile {
+		return nil, fmt.Errorf("%w: queue %q is not a wxclose queue; use %s (or one of its shards, %s:N) or %s", ErrUsage, queue, tasks.QueueClose, tasks.QueueClose, tasks.QueueReconcile)
 	}
 	states := States
 	if opt.State != "" {
@@ -86,29 +94,59 @@ func (c *Client) List(ctx context.Context, opt ListOptions) ([]ListedTask, error
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
+	physical := []string{queue}
+	if queue == tasks.QueueClose {
+		var err error
+		if physical, err = tasks.ExistingCloseQueues(c.inspector); err != nil {
+			return nil, err
+		}
+	}
 	pageSize := min(limit, listPageSize)
 	var out []ListedTask
 	for _, state := range states {
-		for page := 1; len(out) < limit; page++ {
-			if err := ctx.Err(); err != nil {
-				return out, err
-			}
-			infos, err := c.listPage(queue, state, asynq.PageSize(pageSize), asynq.Page(page))
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				return out, nil
-			}
-			if err != nil {
-				return out, fmt.Errorf("list %s tasks of %s: %w", state, queue, err)
-			}
-			for _, info := range infos[:min(len(infos), limit-len(out))] {
-				out = append(out, listed(info))
-			}
-			if len(infos) < pageSize {
-				break
+		var batch []ListedTask
+		for _, q := range physical {
+			// Up to the remaining limit from each queue; the merge below
+			// keeps the earliest.
+			got := 0
+			for page := 1; got < limit-len(out); page++ {
+				if err := ctx.Err(); err != nil {
+					return out, err
+				}
+				infos, err := c.listPage(q, state, asynq.PageSize(pageSize), asynq.Page(page))
+				if errors.Is(err, asynq.ErrQueueNotFound) {
+					break
+				}
+				if err != nil {
+					return out, fmt.Errorf("list %s tasks of %s: %w", state, q, err)
+				}
+				for _, info := range infos[:min(len(infos), limit-len(out)-got)] {
+					batch = append(batch, listed(info))
+					got++
+				}
+				if len(infos) < pageSize {
+					break
+				}
 			}
 		}
+		if len(physical) > 1 {
+			slices.SortStableFunc(batch, func(a, b ListedTask) int { return a.listTime().Compare(b.listTime()) })
+		}
+		out = append(out, batch[:min(len(batch), limit-len(out))]...)
 	}
 	return out, nil
+}
+
+// listTime orders the tasks of one state merged from several shards: the
+// next run of a waiting task, else the completion, else the last failure.
+func (t ListedTask) listTime() time.Time {
+	switch {
+	case !t.NextRunAt.IsZero():
+		return t.NextRunAt
+	case !t.CompletedAt.IsZero():
+		return t.CompletedAt
+	}
+	return t.LastFailedAt
 }
 
 func isState(s string) bool {
@@ -156,7 +194,7 @@ func listed(info *asynq.TaskInfo) ListedTask {
 	}
 	if info.Type == tasks.TypeClose {
 		// An unreadable record is left out: the list shows asynq's text.
-		_, t.Failure, _ = tasks.DecodeCloseRecord(info.Result)
+		_, t.Failure, _ = tasks.ReadCloseRecord(info)
 	}
 	var p listPayload
 	if err := json.Unmarshal(info.Payload, &p); err != nil {

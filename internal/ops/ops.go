@@ -56,8 +56,9 @@ func New(rdb redis.UniversalClient, cfg tasks.ProducerConfig) *Client {
 	}
 }
 
-// Dial parses redisURL (redis://, rediss://, redis-socket:// or
-// redis-sentinel://, as redisurl.Parse reads them), checks that Redis
+// Dial parses redisURL (redis://, rediss://, redis-socket://,
+// redis-sentinel:// or redis-cluster://, as redisurl.Parse reads them),
+// checks that Redis
 // answers, and returns a Client that owns the connection. Errors never
 // repeat any part of the URL, which may contain a password; a URL that
 // does not parse gives an error wrapping ErrUsage and redisurl.ErrInvalid.

@@ -21,13 +21,17 @@ const (
 	DefaultReplayRetryDelay = 200 * time.Millisecond
 )
 
-// ReplayFilter selects archived close tasks. Set filters are combined with
-// AND. At least one filter, or All, is required, so that a forgotten flag
-// cannot replay a whole archive.
+// ReplayFilter selects archived tasks of one queue. Set filters are
+// combined with AND. At least one filter, or All, is required, so that a
+// forgotten flag cannot replay a whole archive.
 type ReplayFilter struct {
+	// Queue is the queue whose archive is replayed: tasks.QueueClose (if
+	// empty) or tasks.QueueReconcile (paid orders whose webhook delivery
+	// gave up; see ReplayQueues).
+	Queue string
 	// Code selects tasks whose failure record (tasks.CloseFailure, stored
 	// by the worker with every failed attempt) carries this WeChat Pay code,
-	// ignoring case. Tasks archived without a record (by a wxclose version
+	// ignoring case. Close queue only. Tasks archived without a record (by a wxclose version
 	// that stored none) never match; Replay counts them in
 	// ReplaySummary.NoRecord and says how to select them.
 	Code string
@@ -38,8 +42,8 @@ type ReplayFilter struct {
 	// OutTradeNo and TransactionID select one order's task.
 	OutTradeNo    string
 	TransactionID string
-	// All selects every archived close task; it cannot be combined with a
-	// filter.
+	// All selects every archived task of the queue; it cannot be combined
+	// with a filter.
 	All bool
 }
 
@@ -50,7 +54,12 @@ func (f ReplayFilter) any() bool {
 // Validate reports a missing filter, or conflicting or negative ones, with
 // an error wrapping ErrUsage.
 func (f ReplayFilter) Validate() error {
+	q, err := replayQueueFor(f.Queue)
 	switch {
+	case err != nil:
+		return err
+	case f.Code != "" && !q.codes:
+		return fmt.Errorf("%w: --code selects by WeChat Pay code, which only %s tasks record; select %s tasks with --older-than, --newer-than, --out-trade-no, --transaction-id or --all", ErrUsage, tasks.QueueClose, q.name)
 	case f.All && f.any():
 		return fmt.Errorf("%w: --all replays every archived close task and cannot be combined with a filter; drop one", ErrUsage)
 	case !f.All && !f.any():
@@ -91,7 +100,7 @@ func (f ReplayFilter) matchInfo(info *asynq.TaskInfo, now time.Time) (match, noR
 	return true, false
 }
 
-func (f ReplayFilter) matchPayload(p tasks.ClosePayload) bool {
+func (f ReplayFilter) matchOrder(p tasks.OrderRef) bool {
 	if f.OutTradeNo != "" && p.OutTradeNo != f.OutTradeNo {
 		return false
 	}
@@ -160,9 +169,9 @@ func (s ReplaySummary) String() string {
 
 // candidate is an archived task selected in the collect phase.
 type candidate struct {
-	id      string
-	payload tasks.ClosePayload
-	info    *asynq.TaskInfo
+	id   string
+	ref  tasks.OrderRef
+	info *asynq.TaskInfo
 }
 
 type replayOutcome int
@@ -200,6 +209,7 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 	if err := opt.Filter.Validate(); err != nil {
 		return ReplaySummary{}, err
 	}
+	q, _ := replayQueueFor(opt.Filter.Queue) // checked by Validate
 	workers := opt.Concurrency
 	if workers <= 0 {
 		workers = DefaultConcurrency
@@ -208,7 +218,7 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 	prog := newProgress(opt.Progress)
 
 	var sum ReplaySummary
-	cands, err := c.collectArchived(ctx, opt.Filter, &sum, errw, prog)
+	cands, err := c.collectShards(ctx, q, opt.Filter, &sum, errw, prog)
 	prog.clear()
 	if err != nil {
 		return sum, err
@@ -233,7 +243,7 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 	for range workers {
 		wg.Go(func() {
 			for cd := range jobs {
-				results <- c.replayOne(ctx, cd, opt)
+				results <- c.replayOne(ctx, q.in(cd.info.Queue), cd, opt)
 			}
 		})
 	}
@@ -276,8 +286,9 @@ func (c *Client) Replay(ctx context.Context, opt ReplayOptions) (ReplaySummary, 
 	return sum, ctx.Err()
 }
 
-// collectArchived pages through the archive and returns the matching tasks.
-func (c *Client) collectArchived(ctx context.Context, f ReplayFilter, sum *ReplaySummary, errw io.Writer, prog *progress) ([]candidate, error) {
+// collectArchived pages through the archive of q and returns the matching
+// tasks.
+func (c *Client) collectArchived(ctx context.Context, q replayQueue, f ReplayFilter, sum *ReplaySummary, errw io.Writer, prog *progress) ([]candidate, error) {
 	now := c.now()
 	seen := make(map[string]bool)
 	var cands []candidate
@@ -285,12 +296,12 @@ func (c *Client) collectArchived(ctx context.Context, f ReplayFilter, sum *Repla
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		infos, err := c.inspector.ListArchivedTasks(tasks.QueueClose, asynq.PageSize(listPageSize), asynq.Page(page))
+		infos, err := c.inspector.ListArchivedTasks(q.name, asynq.PageSize(listPageSize), asynq.Page(page))
 		if errors.Is(err, asynq.ErrQueueNotFound) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list archived close tasks (page %d): %w", page, err)
+			return nil, fmt.Errorf("list archived %s tasks (page %d): %w", q.name, page, err)
 		}
 		for _, info := range infos {
 			// Tasks archived while we page shift the list; an id seen twice
@@ -307,13 +318,13 @@ func (c *Client) collectArchived(ctx context.Context, f ReplayFilter, sum *Repla
 			if !match {
 				continue
 			}
-			if info.Type != tasks.TypeClose {
+			if info.Type != q.taskType {
 				sum.Skipped++
 				prog.clear()
-				fmt.Fprintf(errw, "skipped %s: type %q is not %s; left in the archive\n", info.ID, info.Type, tasks.TypeClose)
+				fmt.Fprintf(errw, "skipped %s: type %q is not %s; left in the archive\n", info.ID, info.Type, q.taskType)
 				continue
 			}
-			p, err := tasks.DecodeClosePayload(info.Payload)
+			ref, _, err := q.order(info.Payload)
 			if err != nil {
 				// A filter on the order number cannot match a payload
 				// without one; others report it, so it is not forgotten.
@@ -324,10 +335,10 @@ func (c *Client) collectArchived(ctx context.Context, f ReplayFilter, sum *Repla
 				}
 				continue
 			}
-			if !f.matchPayload(p) {
+			if !f.matchOrder(ref) {
 				continue
 			}
-			cands = append(cands, candidate{id: info.ID, payload: p, info: info})
+			cands = append(cands, candidate{id: info.ID, ref: ref, info: info})
 		}
 		prog.update(false, "scanning the archive: %d tasks, %d match", sum.Scanned, len(cands))
 		if len(infos) < listPageSize {
@@ -342,7 +353,7 @@ func describeCandidate(verb string, cd candidate) string {
 		last = describeFailure(*f)
 	}
 	return fmt.Sprintf("%s %s (order %s, retried %d/%d, last failed %s): %s",
-		verb, cd.id, cd.payload.Ref().Number(), cd.info.Retried, cd.info.MaxRetry,
+		verb, cd.id, cd.ref.Number(), cd.info.Retried, cd.info.MaxRetry,
 		formatTime(cd.info.LastFailedAt), truncate(last, 200))
 }
 
@@ -393,16 +404,15 @@ end
 return 1
 `)
 
-// asynqKey returns the key of a close-queue structure in asynq v0.26.0's
-// layout ("asynq:{close_order}:archived", "asynq:{close_order}:t:<id>").
-func asynqKey(suffix string) string { return "asynq:{" + tasks.QueueClose + "}:" + suffix }
+// asynqKey returns the key of a close-queue structure (see queueKey).
+func asynqKey(suffix string) string { return queueKey(tasks.QueueClose, suffix) }
 
 // maxReplayReads bounds how often a task that keeps changing under replay
 // is read again.
 const maxReplayReads = 3
 
 // replayOne moves one archived task back to work; see Replay.
-func (c *Client) replayOne(ctx context.Context, cd candidate, opt ReplayOptions) replayResult {
+func (c *Client) replayOne(ctx context.Context, q replayQueue, cd candidate, opt ReplayOptions) replayResult {
 	attempts := opt.Attempts
 	if attempts <= 0 {
 		attempts = DefaultReplayAttempts
@@ -415,7 +425,7 @@ func (c *Client) replayOne(ctx context.Context, cd candidate, opt ReplayOptions)
 	// interrupts: a script whose answer is lost is settled by trying again.
 	ctx = context.WithoutCancel(ctx)
 	for range maxReplayReads {
-		mv, res := c.prepareReplay(ctx, cd.id)
+		mv, res := c.prepareReplay(ctx, q, cd.id)
 		if res != nil {
 			return *res
 		}
@@ -439,7 +449,7 @@ func (c *Client) replayOne(ctx context.Context, cd candidate, opt ReplayOptions)
 		case n == 1 || n == 2:
 			return replayResult{outcome: replayed, out: fmt.Sprintf("replayed %s %s", cd.id, describeDue(mv.due, c.now()))}
 		case n == 0:
-			return c.notArchived(ctx, cd.id)
+			return c.notArchived(ctx, q, cd.id)
 		case n == -2:
 			return replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: marked archived but missing from the archive list; inspect it with \"enqueue status\"", cd.id)}
 		}
@@ -451,6 +461,7 @@ func (c *Client) replayOne(ctx context.Context, cd candidate, opt ReplayOptions)
 // replayMove is one prepared replay: the message read, its rewrite, and
 // where the task goes.
 type replayMove struct {
+	queue    string
 	old, new []byte
 	due      time.Time
 	pending  bool
@@ -458,7 +469,7 @@ type replayMove struct {
 }
 
 func (m replayMove) keys(id string) []string {
-	return []string{asynqKey("t:" + id), asynqKey("archived"), asynqKey("scheduled"), asynqKey("pending")}
+	return []string{queueKey(m.queue, "t:"+id), queueKey(m.queue, "archived"), queueKey(m.queue, "scheduled"), queueKey(m.queue, "pending")}
 }
 
 func (m replayMove) args(id string) []any {
@@ -469,14 +480,14 @@ func (m replayMove) args(id string) []any {
 	return []any{id, m.old, m.new, target, m.due.Unix(), m.now.UnixNano()}
 }
 
-// prepareReplay reads an archived task and computes its replay, or returns
-// the result that ends its turn.
-func (c *Client) prepareReplay(ctx context.Context, id string) (replayMove, *replayResult) {
+// prepareReplay reads an archived task of q and computes its replay, or
+// returns the result that ends its turn.
+func (c *Client) prepareReplay(ctx context.Context, q replayQueue, id string) (replayMove, *replayResult) {
 	skip := func(format string, args ...any) (replayMove, *replayResult) {
 		return replayMove{}, &replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: ", id) + fmt.Sprintf(format, args...)}
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	vals, err := c.rdb.HMGet(rctx, asynqKey("t:"+id), "state", "msg").Result()
+	vals, err := c.rdb.HMGet(rctx, queueKey(q.name, "t:"+id), "state", "msg").Result()
 	cancel()
 	if err != nil {
 		return replayMove{}, &replayResult{outcome: replayFailed, msg: fmt.Sprintf("failed %s: read it: %v; still archived, run replay again", id, err)}
@@ -494,36 +505,34 @@ func (c *Client) prepareReplay(ctx context.Context, id string) (replayMove, *rep
 		return skip("%v; left in the archive", err)
 	}
 	switch {
-	case m.ID != id || m.Queue != tasks.QueueClose:
+	case m.ID != id || m.Queue != q.name:
 		return skip("its stored message names task %q of queue %q; left in the archive", m.ID, m.Queue)
-	case m.Type != tasks.TypeClose:
-		return skip("type %q is not %s; left in the archive", m.Type, tasks.TypeClose)
+	case m.Type != q.taskType:
+		return skip("type %q is not %s; left in the archive", m.Type, q.taskType)
 	case m.GroupKey != "" || m.UniqueKey != "":
 		// wxclose never sets these; moving such a task would need asynq's
 		// group or uniqueness bookkeeping too.
-		return skip("it uses asynq groups or unique locks, which close tasks never do; left in the archive")
+		return skip("it uses asynq groups or unique locks, which wxclose tasks never do; left in the archive")
 	}
-	p, err := tasks.DecodeClosePayload(m.Payload)
+	_, want, err := q.order(m.Payload)
 	if err != nil {
 		return skip("payload is corrupt (%s); left in the archive", Message(err))
 	}
-	if want := tasks.CloseTaskID(p.Ref()); want != id {
+	if want != id {
 		return skip("its payload belongs to task %s; left in the archive", want)
 	}
-	due, err := c.replayDue(p)
+	now := c.now()
+	due, header, err := q.due(c, m.Payload, now)
 	if err != nil {
 		return skip("%s; left in the archive", Message(err))
 	}
-	now := c.now()
-	// The header records when the task became runnable, as the producer
-	// writes it: the worker measures a first run's lateness from it.
-	runnable := due
-	if now.After(due) {
-		runnable = now
+	if due.IsZero() {
+		due = now
 	}
 	return replayMove{
+		queue:   q.name,
 		old:     []byte(raw),
-		new:     m.rewriteForReplay(tasks.HeaderDueAt, runnable.UTC().Format(time.RFC3339Nano)),
+		new:     m.rewriteForReplay(tasks.HeaderDueAt, header),
 		due:     due,
 		pending: !due.After(now), // asynq's Client: ProcessAt after now schedules, else enqueues
 		now:     now,
@@ -544,10 +553,10 @@ func (c *Client) replayDue(p tasks.ClosePayload) (time.Time, error) {
 }
 
 // notArchived explains why the script found the task out of the archive.
-func (c *Client) notArchived(ctx context.Context, id string) replayResult {
+func (c *Client) notArchived(ctx context.Context, q replayQueue, id string) replayResult {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	state, err := c.rdb.HGet(rctx, asynqKey("t:"+id), "state").Result()
+	state, err := c.rdb.HGet(rctx, queueKey(q.name, "t:"+id), "state").Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return replayResult{outcome: replaySkipped, msg: fmt.Sprintf("skipped %s: no longer exists", id)}

@@ -300,7 +300,7 @@ func TestReplayFilters(t *testing.T) {
 				c.now = tt.now
 			}
 			var sum ReplaySummary
-			cands, err := c.collectArchived(context.Background(), tt.f, &sum, io.Discard, nil)
+			cands, err := c.collectArchived(context.Background(), closeReplay, tt.f, &sum, io.Discard, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -377,14 +377,14 @@ func TestReplayRedisDown(t *testing.T) {
 	e := newEnv(t)
 	a := e.fillArchive(t)
 	var sum ReplaySummary
-	cands, err := e.c.collectArchived(context.Background(), ReplayFilter{OutTradeNo: "R-OLD"}, &sum, io.Discard, nil)
+	cands, err := e.c.collectArchived(context.Background(), closeReplay, ReplayFilter{OutTradeNo: "R-OLD"}, &sum, io.Discard, nil)
 	if err != nil || len(cands) != 1 {
 		t.Fatal(cands, err)
 	}
 	broken := *e.c
 	broken.rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: time.Second, MaxRetries: -1})
 	t.Cleanup(func() { broken.rdb.Close() })
-	r := broken.replayOne(context.Background(), cands[0], ReplayOptions{Attempts: 2, RetryDelay: time.Millisecond})
+	r := broken.replayOne(context.Background(), closeReplay, cands[0], ReplayOptions{Attempts: 2, RetryDelay: time.Millisecond})
 	if r.outcome != replayFailed || !strings.Contains(r.msg, "failed "+a.old) || !strings.Contains(r.msg, "still archived") {
 		t.Errorf("result = %+v", r)
 	}
@@ -402,7 +402,7 @@ func TestReplayStateChanged(t *testing.T) {
 	collect := func(no string) candidate {
 		t.Helper()
 		var sum ReplaySummary
-		cands, err := e.c.collectArchived(ctx, ReplayFilter{OutTradeNo: no}, &sum, io.Discard, nil)
+		cands, err := e.c.collectArchived(ctx, closeReplay, ReplayFilter{OutTradeNo: no}, &sum, io.Discard, nil)
 		if err != nil || len(cands) != 1 {
 			t.Fatal(cands, err)
 		}
@@ -413,14 +413,14 @@ func TestReplayStateChanged(t *testing.T) {
 	if err := e.ins.RunTask(tasks.QueueClose, a.auth); err != nil {
 		t.Fatal(err)
 	}
-	r := e.c.replayOne(ctx, auth, ReplayOptions{})
+	r := e.c.replayOne(ctx, closeReplay, auth, ReplayOptions{})
 	if r.outcome != replaySkipped || !strings.Contains(r.msg, "no longer archived (now pending)") {
 		t.Errorf("result = %+v", r)
 	}
 	if err := e.ins.DeleteTask(tasks.QueueClose, a.auth); err != nil {
 		t.Fatal(err)
 	}
-	r = e.c.replayOne(ctx, auth, ReplayOptions{})
+	r = e.c.replayOne(ctx, closeReplay, auth, ReplayOptions{})
 	if r.outcome != replaySkipped || !strings.Contains(r.msg, "no longer exists") {
 		t.Errorf("result = %+v", r)
 	}
@@ -444,7 +444,7 @@ func TestReplayScript(t *testing.T) {
 		return n
 	}
 
-	mv, res := e.c.prepareReplay(ctx, a.old)
+	mv, res := e.c.prepareReplay(ctx, closeReplay, a.old)
 	if res != nil {
 		t.Fatal(res)
 	}
@@ -469,7 +469,7 @@ func TestReplayScript(t *testing.T) {
 		t.Errorf("pending list holds %d ids after a repeated move, want 1", n)
 	}
 	// Marked archived but missing from the archive set: refused, untouched.
-	mv2, res := e.c.prepareReplay(ctx, a.auth)
+	mv2, res := e.c.prepareReplay(ctx, closeReplay, a.auth)
 	if res != nil {
 		t.Fatal(res)
 	}
@@ -508,7 +508,7 @@ func TestReplayRefusesForeignRecords(t *testing.T) {
 	badID := "close:_:out_trade_no:F-BAD"
 	rdb.HSet(ctx, asynqKey("t:"+badID), "msg", "\xff\xff\xff", "state", "archived")
 	for _, id := range []string{badID} {
-		mv, res := e.c.prepareReplay(ctx, id)
+		mv, res := e.c.prepareReplay(ctx, closeReplay, id)
 		if res == nil || res.outcome != replaySkipped || !strings.Contains(res.msg, "not an asynq") {
 			t.Errorf("%s: prepare = %+v, %+v", id, mv, res)
 		}

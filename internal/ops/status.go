@@ -3,7 +3,6 @@ package ops
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -33,7 +32,9 @@ type Status struct {
 	// DueAt is the due time the producer recorded when it enqueued the task.
 	DueAt       time.Time `json:"due_at,omitzero"`
 	CompletedAt time.Time `json:"completed_at,omitzero"`
-	// Result is the handler's outcome of a completed close.
+	// Result is the handler's outcome of a completed close: the stored
+	// record, or for a plain close (which stores none) outcome closed at
+	// CompletedAt (tasks.ReadCloseRecord).
 	Result *tasks.CloseResult `json:"result,omitempty"`
 	// Failure is the handler's record of the last failed attempt of a close
 	// that has not completed (retrying, postponed or archived): WeChat Pay's
@@ -59,13 +60,11 @@ func (c *Client) Status(ctx context.Context, ref tasks.OrderRef) (Status, error)
 	if err := ref.Validate(); err != nil {
 		return Status{}, err
 	}
-	id := tasks.CloseTaskID(ref)
-	info, err := c.inspector.GetTaskInfo(tasks.QueueClose, id)
+	// The order's shard, then the previous layout's, then every close
+	// queue (tasks.Producer.LookupClose), as the HTTP API's GET does.
+	info, err := c.producer.LookupClose(ctx, tasks.CloseTaskID(ref))
 	if err != nil {
-		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-			return Status{}, fmt.Errorf("%s: %w", id, tasks.ErrNoClose)
-		}
-		return Status{}, fmt.Errorf("look up %s: %w", id, err)
+		return Status{}, err
 	}
 	return statusOf(info), nil
 }
@@ -77,15 +76,13 @@ func statusOf(info *asynq.TaskInfo) Status {
 		LastError: info.LastErr, LastFailedAt: info.LastFailedAt,
 		NextRunAt: info.NextProcessAt, CompletedAt: info.CompletedAt,
 	}
-	if v, ok := info.Headers[tasks.HeaderDueAt]; ok {
-		s.DueAt, _ = time.Parse(time.RFC3339, v)
-	}
+	s.DueAt, _ = tasks.DueFromHeaders(info.Headers)
 	if p, err := tasks.DecodeClosePayload(info.Payload); err != nil {
 		s.PayloadError = Message(err)
 	} else {
 		s.Payload = &p
 	}
-	r, f, err := tasks.DecodeCloseRecord(info.Result)
+	r, f, err := tasks.ReadCloseRecord(info)
 	if err != nil {
 		s.ResultError = err.Error()
 	}
@@ -129,8 +126,6 @@ func WriteStatus(w io.Writer, s Status, asJSON bool) error {
 		field("outcome", describeResult(*s.Result))
 	case s.ResultError != "":
 		field("outcome", s.ResultError)
-	case s.State == asynq.TaskStateCompleted.String():
-		field("outcome", "not recorded")
 	}
 	if s.Payload != nil {
 		field("order", describePayload(*s.Payload))

@@ -90,9 +90,13 @@ func decodeTaskMsg(raw []byte) (taskMsg, error) {
 // rewriteForReplay returns the message with a fresh retry budget: retried,
 // error_msg and last_failed_at are dropped (proto3 omits zero values, so
 // dropping a field is setting it to zero, exactly what asynq's encoder
-// writes for a new task), and the header key is set to value. Every other
-// field is copied unchanged, in its original order.
+// writes for a new task), and the header key is set to value (an empty
+// value leaves the headers as they are). Every other field is copied
+// unchanged, in its original order.
 func (m taskMsg) rewriteForReplay(headerKey, headerValue string) []byte {
+	if headerValue == "" {
+		headerKey = ""
+	}
 	out := make([]byte, 0, len(m.raw)+len(headerKey)+len(headerValue)+8)
 	// m.raw decoded without error in decodeTaskMsg, so eachField cannot
 	// fail here.
@@ -101,7 +105,7 @@ func (m taskMsg) rewriteForReplay(headerKey, headerValue string) []byte {
 		case msgRetried, msgErrorMsg, msgLastFailedAt:
 			return nil
 		case msgHeaders:
-			if typ == protowire.BytesType {
+			if typ == protowire.BytesType && headerKey != "" {
 				v, _ := protowire.ConsumeBytes(value)
 				if k, _, err := decodeEntry(v); err == nil && k == headerKey {
 					return nil
@@ -111,6 +115,9 @@ func (m taskMsg) rewriteForReplay(headerKey, headerValue string) []byte {
 		out = append(out, field...)
 		return nil
 	})
+	if headerKey == "" {
+		return out
+	}
 	entry := protowire.AppendTag(nil, entryKey, protowire.BytesType)
 	entry = protowire.AppendString(entry, headerKey)
 	entry = protowire.AppendTag(entry, entryValue, protowire.BytesType)

@@ -277,12 +277,7 @@ type process struct {
 // returns errPortTaken if the port turned out to be in use, including by
 // another Redis that answered in place of ours.
 func launch(bin, dir string, port int) (*process, error) {
-	logPath := filepath.Join(dir, fmt.Sprintf("redis-%d.log", port))
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin,
+	return launchArgs(bin, dir, port,
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -291,6 +286,18 @@ func launch(bin, dir string, port int) (*process, error) {
 		"--daemonize", "no",
 		"--logfile", "", // to stdout, which is logFile
 	)
+}
+
+// launchArgs is launch with the server's whole command line given (the
+// topologies of topology.go add replication, cluster or sentinel settings);
+// args must make it listen on 127.0.0.1:port.
+func launchArgs(bin, dir string, port int, args ...string) (*process, error) {
+	logPath := filepath.Join(dir, fmt.Sprintf("redis-%d.log", port))
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile

@@ -8,14 +8,17 @@
 // URL itself first and reports each problem in fixed words: its errors never
 // contain any part of the input.
 //
-// Accepted today is what asynq.ParseRedisURI accepts: redis://, rediss://,
-// redis-socket:// and redis-sentinel://. A '#' is rejected rather than
+// Accepted are what asynq.ParseRedisURI accepts (redis://, rediss://,
+// redis-socket:// and redis-sentinel://) and redis-cluster:// for a Redis
+// Cluster, which asynq's parser lacks. A '#' is rejected rather than
 // silently cutting the URL (and the password) short.
 package redisurl
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -27,7 +30,7 @@ import (
 var ErrInvalid = errors.New("not a valid Redis URL")
 
 // Schemes are the URL schemes Parse accepts, for help texts.
-const Schemes = "redis://, rediss://, redis-socket:// or redis-sentinel://"
+const Schemes = "redis://, rediss://, redis-socket://, redis-sentinel:// or redis-cluster://"
 
 // encodeHint tells the operator how to write a password with URL
 // delimiters in it, the most common reason a Redis URL does not parse.
@@ -37,6 +40,9 @@ const encodeHint = "percent-encode '@' ':' '/' '?' '#' '%' in a password (%40 %3
 // errors wrap ErrInvalid and say what is wrong without quoting raw, so they
 // are safe to print; callers prefix the variable or flag name.
 func Parse(raw string) (asynq.RedisConnOpt, error) {
+	if scheme, _, ok := strings.Cut(raw, "://"); ok && strings.EqualFold(scheme, "redis-cluster") {
+		return parseClusterURL(raw)
+	}
 	u, err := parse(raw)
 	if err != nil {
 		return nil, err
@@ -90,7 +96,7 @@ func parse(raw string) (*url.URL, error) {
 		return nil, invalid("it must start with " + Schemes)
 	}
 	switch strings.ToLower(scheme) {
-	case "redis", "rediss", "redis-socket", "redis-sentinel":
+	case "redis", "rediss", "redis-socket", "redis-sentinel", "redis-cluster":
 	default:
 		// The scheme is not quoted: without "://" in the expected place a
 		// password typed first would land here.
@@ -132,6 +138,74 @@ func describe(err error) string {
 	return "it cannot be parsed as a URL"
 }
 
+// clusterForm is the form of a Cluster URL, for messages.
+const clusterForm = "redis-cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...][?tls=true]"
+
+// parseCluster reads redis-cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][?tls=true]:
+// the addresses are seed nodes (the client learns the others from the
+// cluster), every one with its port; tls=true connects with TLS, checking
+// each node's certificate against the name it is dialled by. A cluster has
+// only database 0, so a path is an error rather than silently ignored.
+func parseClusterURL(raw string) (asynq.RedisConnOpt, error) {
+	// url.Parse rejects most lists of host:port (its port check reads
+	// "7000,n2" as one port, and brackets only work alone), so the node list
+	// is cut out and checked here, and the rest parsed with a placeholder
+	// host.
+	scheme, rest, _ := strings.Cut(raw, "://")
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority := rest[:end]
+	at := strings.LastIndex(authority, "@")
+	hosts := authority[at+1:]
+	u, err := parse(scheme + "://" + authority[:at+1] + "cluster.invalid" + rest[end:])
+	if err != nil {
+		return nil, err
+	}
+	if hosts == "" {
+		return nil, invalid("it has no node addresses (" + clusterForm + ")")
+	}
+	var opt asynq.RedisClusterClientOpt
+	for addr := range strings.SplitSeq(hosts, ",") {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return nil, invalid("every cluster node must be written HOST:PORT, separated by commas (" + clusterForm + ")")
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, invalid("a cluster node's port must be a number from 1 to 65535")
+		}
+		opt.Addrs = append(opt.Addrs, addr)
+	}
+	if strings.Trim(u.Path, "/") != "" {
+		return nil, invalid("a Redis Cluster has only database 0: drop the path (" + clusterForm + ")")
+	}
+	q := u.Query()
+	for k := range q {
+		if k != "tls" {
+			// The name is not quoted: whatever follows '?' could be a
+			// misplaced password.
+			return nil, invalid("it has a query parameter other than tls (" + clusterForm + ")")
+		}
+	}
+	if v := q.Get("tls"); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil || len(q["tls"]) > 1 {
+			return nil, invalid("the tls parameter must be true or false, once")
+		}
+		if on {
+			// No ServerName: crypto/tls then checks each node against the
+			// host it is dialled by, which differs from node to node.
+			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	if u.User != nil {
+		opt.Username = u.User.Username()
+		opt.Password, _ = u.User.Password()
+	}
+	return opt, nil
+}
+
 func invalid(reason string) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, reason)
 }
@@ -141,7 +215,7 @@ func invalid(reason string) error {
 const Redacted = "xxxxx"
 
 // shownParams are query parameters whose values are never secret.
-var shownParams = map[string]bool{"db": true, "master": true}
+var shownParams = map[string]bool{"db": true, "master": true, "tls": true}
 
 // Redact returns raw fit for a log line or an error: the user information
 // (the user name too, since a password written without the leading ':'

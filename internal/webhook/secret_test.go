@@ -147,7 +147,7 @@ func TestSecretIsNeverPrinted(t *testing.T) {
 		for _, v := range []any{s, &s, opts, &opts} {
 			out := fmt.Sprintf(verb, v)
 			if strings.Contains(out, raw[6:]) || strings.Contains(out, fmt.Sprintf("%x", key[:6])) || strings.Contains(out, string(key[:6])) ||
-				strings.Contains(out, fmt.Sprint(key[:3])[1:8]) {
+				strings.Contains(out, fmt.Sprint(key[:3])[1:8]) { //nolint:staticcheck // the decimal byte list, as %v prints a []byte
 				t.Errorf("fmt %s of %T prints the key: %s", verb, v, out)
 			}
 		}

@@ -18,11 +18,16 @@
 // reason, once its retry budget is spent. The key never appears in logs,
 // errors or metrics.
 //
-// Wiring, in the worker (with WXCLOSE_RECONCILE_WEBHOOK_URL set):
+// Wiring, in the worker (with WXCLOSE_RECONCILE_WEBHOOK_URL set; see
+// internal/worker/httpapi.go):
 //
 //	secret, err := webhook.LoadSecret(cfg.WebhookSecretFile)
 //	h, err := webhook.NewHandler(webhook.Options{URL: cfg.WebhookURL, Secret: secret, Logger: log, Registerer: reg})
-//	mux.Handle(tasks.TypeReconcile, h) // and add tasks.QueueReconcile to asynq.Config.Queues
+//	srv := asynq.NewServer(redis, asynq.Config{Queues: map[string]int{tasks.QueueReconcile: 1}, ...})
+//	srv.Start(h)
+//
+// The worker runs it on an asynq server of its own, so that a receiver that
+// hangs holds only the webhook's slots, never the closes'.
 package webhook
 
 import (

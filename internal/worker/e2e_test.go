@@ -83,6 +83,9 @@ type setupOptions struct {
 	asynqDefaults bool
 	// sandboxNow is WeChat Pay's clock; if nil, time.Now.
 	sandboxNow func() time.Time
+	// configure, if set, changes the worker's configuration last (the
+	// close API, the webhook).
+	configure func(*config.Worker)
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
@@ -127,6 +130,9 @@ func setup(t *testing.T, o setupOptions) *bundle {
 		UI:          o.uiUser != "",
 		UIUser:      o.uiUser,
 		UIPassword:  o.uiPassword,
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
 	}
 	logs := &syncBuffer{}
 	wo := worker.Options{Config: cfg, Logger: zerolog.New(logs), NewCloser: func(h wechat.Hooks) (wechat.Closer, error) {
@@ -197,13 +203,15 @@ func (b *bundle) waitFinal(t *testing.T, taskID string) *asynq.TaskInfo {
 	}
 }
 
+// closeResult reads a close task's result as every reader does: a plain
+// close stores none, and a completed task without one was closed.
 func closeResult(t *testing.T, info *asynq.TaskInfo) tasks.CloseResult {
 	t.Helper()
-	var r tasks.CloseResult
-	if err := json.Unmarshal(info.Result, &r); err != nil {
-		t.Fatalf("task %s result %q: %v", info.ID, info.Result, err)
+	r, _, err := tasks.ReadCloseRecord(info)
+	if err != nil || r == nil {
+		t.Fatalf("task %s (%s) result %q: %+v, %v", info.ID, info.State, info.Result, r, err)
 	}
-	return r
+	return *r
 }
 
 func TestPipeline(t *testing.T) {

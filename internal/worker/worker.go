@@ -20,7 +20,9 @@ import (
 	"github.com/wxclose/wxclose/internal/clockskew"
 	"github.com/wxclose/wxclose/internal/closehandler"
 	"github.com/wxclose/wxclose/internal/config"
+	"github.com/wxclose/wxclose/internal/consumer"
 	"github.com/wxclose/wxclose/internal/dashboard"
+	"github.com/wxclose/wxclose/internal/httpapi"
 	"github.com/wxclose/wxclose/internal/metrics"
 	"github.com/wxclose/wxclose/retry"
 	"github.com/wxclose/wxclose/tasks"
@@ -71,6 +73,10 @@ type Options struct {
 	// test sets asynq's defaults (5 s, 1 s) to measure against them.
 	DelayedTaskCheckInterval time.Duration
 	TaskCheckInterval        time.Duration
+	// QueueDiscoveryInterval is how often the worker looks for close
+	// queues of another shard count that still hold closes (see
+	// internal/consumer). If zero, consumer.DefaultInterval (30 s).
+	QueueDiscoveryInterval time.Duration
 	// Routes are extra HTTP handlers served on Config.HTTPAddr, keyed by
 	// mux pattern (the dashboard, /metrics).
 	Routes map[string]http.Handler
@@ -81,7 +87,7 @@ type Worker struct {
 	opts     Options
 	log      zerolog.Logger
 	rdb      redis.UniversalClient
-	server   *asynq.Server
+	server   *consumer.Consumer
 	handler  *closehandler.Handler
 	producer *tasks.Producer
 	listener net.Listener
@@ -90,6 +96,15 @@ type Worker struct {
 	clock    *clockskew.Tracker
 	// dashboard is nil when WXCLOSE_UI=false.
 	dashboard *dashboard.Dashboard
+	// merchants is nil with -api-only (see merchants.go).
+	merchants *merchantSet
+	// api is nil when WXCLOSE_API=false, tokens when it has none, and
+	// webhooks without WXCLOSE_RECONCILE_WEBHOOK_URL (see httpapi.go).
+	api            *httpapi.API
+	tokens         *httpapi.Tokens
+	webhooks       *asynq.Server
+	webhookHandler asynq.Handler
+	webhookDesc    string
 }
 
 // New builds a Worker and binds its HTTP address, so configuration, key and
@@ -107,36 +122,29 @@ func New(opts Options) (*Worker, error) {
 	}
 	clock := clockskew.New(clockskew.Options{})
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	var mer *merchantSet // the merchants and their rate limits (merchants.go); nil with -api-only
 	m := metrics.New(metrics.Options{
 		Inspector: inspector, API: string(cfg.WeChatAPI), Version: opts.Version, Logger: opts.Logger,
-		ClockOffsets: clock.Offsets,
+		ClockOffsets: clock.Offsets, RateLimits: func() []metrics.RateLimitSample { return mer.rateLimits() },
 	})
-	closer, err := newCloser(opts, wechat.Hooks{
-		ServerClock: clock.WeChatHook,
-		CertificateRefreshFailed: func(err error) {
-			m.CertificateRefreshFailed()
-			// wechat's errors carry no secret; the client keeps the keys it
-			// already trusts, so this is a warning, not an outage.
-			opts.Logger.Warn().Str("component", "wechat").Err(err).
-				Msg("platform certificate refresh failed; keeping the certificates already trusted")
-		},
-	})
-	if err != nil {
-		rdb.Close()
-		return nil, err
-	}
-	producer := tasks.NewProducerFromRedisClient(rdb, tasks.ProducerConfig{
-		MchID: cfg.MchID, CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
-	})
-	handler, err := closehandler.New(closehandler.Config{
-		Closer: closer, Reconciler: producer, MchID: cfg.MchID,
-		CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
-		Logger: opts.Logger, Observer: observers{m, opts.Observer},
-		ClockAhead: clock.WeChatAhead,
-	})
-	if err != nil {
-		rdb.Close()
-		return nil, err
+	producer := tasks.NewProducerFromRedisClient(rdb, cfg.Producer())
+	var handler *closehandler.Handler
+	if !cfg.APIOnly { // -api-only calls no WeChat Pay: no keys, no client, no close handler
+		var err error
+		if mer, err = newMerchantSet(opts, rdb, m, clock); err != nil {
+			rdb.Close()
+			return nil, err
+		}
+		handler, err = closehandler.New(closehandler.Config{
+			Merchants: mer, Limiter: mer.limiter, Reconciler: producer,
+			CloseMargin: cfg.CloseMargin, MaxRetry: cfg.MaxRetry,
+			Logger: opts.Logger, Observer: observers{m, opts.Observer},
+			ClockAhead: clock.WeChatAhead,
+		})
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -144,6 +152,12 @@ func New(opts Options) (*Worker, error) {
 		return nil, fmt.Errorf("WXCLOSE_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
 	w := &Worker{opts: opts, log: opts.Logger, rdb: rdb, handler: handler, producer: producer, listener: ln, metrics: m, clock: clock}
+	w.merchants = mer
+	if err := w.setupAPIAndWebhook(cfg, rdb, ln.Addr().String()); err != nil {
+		ln.Close()
+		rdb.Close()
+		return nil, err
+	}
 	if cfg.UI {
 		d, err := dashboard.New(dashboard.Options{
 			RedisConnOpt: cfg.Redis, ListenAddr: ln.Addr().String(),
@@ -157,11 +171,12 @@ func New(opts Options) (*Worker, error) {
 		w.dashboard = d
 	}
 	policy := cfg.Retry
-	w.server = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: cfg.Concurrency,
-		// Only close_order: the reconciliation queue belongs to the
-		// merchant's reconciler.
-		Queues:                   map[string]int{tasks.QueueClose: 1},
+	// Only the close queues (close_order, or its WXCLOSE_SHARDS shards, and
+	// those of another shard count still holding closes): the
+	// reconciliation queue belongs to the merchant's reconciler, or to the
+	// webhook's own server.
+	w.server = consumer.New(consumer.Options{Redis: rdb, Shards: cfg.Shards, Interval: opts.QueueDiscoveryInterval, Logger: opts.Logger, Config: asynq.Config{
+		Concurrency:              cfg.Concurrency,
 		RetryDelayFunc:           func(n int, err error, _ *asynq.Task) time.Duration { return policy.Delay(n, err) },
 		IsFailure:                retry.IsFailure,
 		DelayedTaskCheckInterval: cmp.Or(opts.DelayedTaskCheckInterval, delayedTaskCheckInterval),
@@ -174,7 +189,7 @@ func New(opts Options) (*Worker, error) {
 				opts.Logger.Error().Err(err).Msg("redis health check failed")
 			}
 		},
-	})
+	}})
 	w.http = &http.Server{Handler: w.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return w, nil
 }
@@ -191,17 +206,17 @@ func (w *Worker) Producer() *tasks.Producer { return w.producer }
 // on the queue by asynq. It returns an error if the worker cannot start.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.rdb.Close()
-	if err := w.server.Start(w.router()); err != nil {
+	if err := w.startServers(); err != nil {
 		w.listener.Close()
-		return fmt.Errorf("start asynq server (is Redis at REDIS_URL reachable?): %w", err)
+		return err
 	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- w.http.Serve(w.listener) }()
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	probeDone := make(chan struct{})
 	go func() { defer close(probeDone); w.probeRedisClock(probeCtx) }()
-	w.log.Info().Str("http_addr", w.HTTPAddr()).Str("queue", tasks.QueueClose).
-		Int("concurrency", w.opts.Config.Concurrency).Msg("worker started")
+	defer w.watchMerchants(ctx)()
+	w.logStarted()
 	if w.dashboard != nil {
 		defer w.dashboard.Close()
 		w.log.Info().Msg(w.dashboard.Describe())
@@ -221,7 +236,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = w.http.Shutdown(shutdownCtx)
-	w.server.Shutdown()
+	w.shutdownServers()
 	w.log.Info().Msg("worker stopped")
 	return runErr
 }
@@ -304,6 +319,9 @@ func (w *Worker) routes() http.Handler {
 	mux.Handle("GET /metrics", w.metrics.Handler())
 	if w.dashboard != nil {
 		mux.Handle(w.dashboard.Pattern(), w.dashboard.Handler())
+	}
+	if w.api != nil {
+		mux.Handle(w.api.Pattern(), w.api.Handler())
 	}
 	for pattern, h := range w.opts.Routes {
 		mux.Handle(pattern, h)

@@ -4,6 +4,7 @@
 package taskstest
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -54,13 +55,16 @@ func RequireNoClose(tb testing.TB, r asynq.RedisConnOpt, ref tasks.OrderRef) {
 	}
 }
 
+// lookup finds the order's close task in whichever close queue holds it
+// (close_order or any shard, whatever WXCLOSE_SHARDS the producer used), as
+// tasks.Producer.LookupClose does.
 func lookup(tb testing.TB, r asynq.RedisConnOpt, ref tasks.OrderRef) *asynq.TaskInfo {
 	tb.Helper()
-	insp := asynq.NewInspector(r)
-	defer insp.Close()
-	info, err := insp.GetTaskInfo(tasks.QueueClose, tasks.CloseTaskID(ref))
+	p := tasks.NewProducer(r, tasks.ProducerConfig{})
+	defer p.Close()
+	info, err := p.LookupClose(context.Background(), tasks.CloseTaskID(ref))
 	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	case errors.Is(err, tasks.ErrNoClose):
 		return nil
 	case err != nil:
 		tb.Fatalf("look up close task of %s: %v", ref.Number(), err)

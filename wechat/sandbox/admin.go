@@ -22,6 +22,8 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /sandbox/settings", s.adminSetSettings)
 	mux.HandleFunc("GET /sandbox/calls", s.adminCalls)
 	mux.HandleFunc("POST /sandbox/platform-cert/rotate", s.adminRotate)
+	mux.HandleFunc("GET /sandbox/rate-limit", s.adminGetRateLimits)
+	mux.HandleFunc("POST /sandbox/rate-limit", s.adminSetRateLimit)
 }
 
 // orderJSON is the admin representation of an Order.

@@ -52,7 +52,7 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Errorf("second scripted call: %d %v", r.status, r.header)
 	}
 	_, body = adminDo(t, b, "GET", "/sandbox/orders/adm1", "")
-	if json.Unmarshal(body, &o); o["state"] != "closed" {
+	if err := json.Unmarshal(body, &o); err != nil || o["state"] != "closed" {
 		t.Errorf("state after close: %s", body)
 	}
 	st, body = adminDo(t, b, "GET", "/sandbox/calls", "")

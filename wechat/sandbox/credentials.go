@@ -32,6 +32,10 @@ const (
 	filePublicKey    = "pub_key.pem"
 	fileEnv          = "sandbox.env"
 	fileJSON         = "credentials.json"
+	// FileAPIKey and FileAPIv3Key hold one key each, for a merchant
+	// registry's api_key_file and apiv3_key_file.
+	FileAPIKey   = "api_key"
+	FileAPIv3Key = "apiv3_key"
 )
 
 // Credentials is everything a client needs to talk to a sandbox, plus the
@@ -320,8 +324,9 @@ type credentialsJSON struct {
 
 // WriteFiles writes the credentials into dir (created with mode 0700 if
 // missing): apiclient_key.pem, apiclient_cert.pem, platform_key.pem,
-// platform_cert.pem, pub_key.pem, credentials.json and sandbox.env, a list
-// of WECHATPAY_* variables (absolute paths) that configure the worker for
+// platform_cert.pem, pub_key.pem, api_key and apiv3_key (one key each, for
+// a merchant registry), credentials.json and sandbox.env, a list of
+// WECHATPAY_* variables (absolute paths) that configure the worker for
 // this sandbox. Every file has mode 0600 because it holds test secrets.
 func (c *Credentials) WriteFiles(dir string) error {
 	if dir == "" {
@@ -373,6 +378,8 @@ func (c *Credentials) WriteFiles(dir string) error {
 		{filePlatformKey, c.PlatformKeyPEM},
 		{filePlatformCert, c.PlatformCertPEM},
 		{filePublicKey, c.PublicKeyPEM},
+		{FileAPIKey, []byte(c.APIKey + "\n")},
+		{FileAPIv3Key, []byte(c.APIv3Key + "\n")},
 		{fileJSON, append(js, '\n')},
 		{fileEnv, env.Bytes()},
 	} {

@@ -30,6 +30,14 @@
 // Options.CacheResponseSignatures lets benchmarks skip most of the
 // sandbox's RSA signing.
 //
+// It can serve several merchants (Options.Merchants), each with its own
+// keys: every request is verified with the keys of the merchant it names, so
+// a close signed with another merchant's key is a SIGN_ERROR, and answers
+// are signed with that merchant's own platform key (v3) or API key (v2).
+// Options.RateLimit (or SetRateLimit, POST /sandbox/rate-limit) enforces a
+// per-merchant Close Order limit, answering 429 RATE_LIMITED (v2
+// FREQUENCY_LIMITED) above it.
+//
 // Keys are generated fresh (RSA-2048, self-signed certificates) unless
 // Options.Credentials supplies keys from an earlier run; Credentials.WriteFiles
 // writes them, with a sandbox.env for the worker, and LoadCredentials reads

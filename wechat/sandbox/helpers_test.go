@@ -22,7 +22,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -287,7 +286,7 @@ func v2Sign(fields map[string]string, key, signType string) string {
 		fmt.Fprintf(&b, "%s=%s&", k, fields[k])
 	}
 	b.WriteString("key=" + key)
-	var h hash.Hash = md5.New()
+	h := md5.New()
 	if signType == "HMAC-SHA256" {
 		h = hmac.New(sha256.New, []byte(key))
 	}
@@ -305,7 +304,7 @@ func toXML(fields map[string]string) []byte {
 	b.WriteString("<xml>")
 	for _, k := range keys {
 		b.WriteString("<" + k + ">")
-		xml.EscapeText(&b, []byte(fields[k]))
+		_ = xml.EscapeText(&b, []byte(fields[k])) // a bytes.Buffer never fails
 		b.WriteString("</" + k + ">")
 	}
 	b.WriteString("</xml>")
@@ -318,7 +317,7 @@ func parseXML(b []byte) (map[string]string, error) {
 	depth, cur := 0, ""
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if depth != 0 || len(out) == 0 {
 				return nil, errors.New("incomplete xml")
 			}

@@ -278,6 +278,10 @@ type Call struct {
 	// UserAgent is the request's User-Agent header. WeChat Pay may refuse
 	// requests without one; the sandbox accepts them and records "".
 	UserAgent string `json:"user_agent,omitempty"`
+
+	// signer is the merchant whose keys sign the reply: the one the
+	// request named, when the sandbox serves it.
+	signer *account
 }
 
 func (s *Server) record(c Call) {

@@ -182,7 +182,7 @@ func (s *Server) v3QueryResult(q closeReq) (v3Reply, string) {
 	if q.subMch != "" {
 		ans.SpMchID, ans.SubMchID = q.mchid, q.subMch
 	} else {
-		ans.MchID, ans.AppID = q.mchid, s.opts.AppID
+		ans.MchID, ans.AppID = q.mchid, s.orPrimary(s.accountFor(q.mchid)).appid
 	}
 	b, _ := json.Marshal(ans)
 	return v3Reply{status: http.StatusOK, body: b, contentType: "application/json; charset=utf-8", tradeState: state}, "queried"

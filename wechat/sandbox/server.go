@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,6 +134,18 @@ type Options struct {
 	// run time with SetUnsignedFinalAnswers or POST /sandbox/settings. If
 	// false, final answers are signed.
 	UnsignedFinalAnswers bool
+	// Merchants are more merchants to serve besides the primary one
+	// (Credentials, or generated), each with its own keys, for example from
+	// GenerateCredentials with another mchid: its requests are verified
+	// with its own merchant certificate (v3) or API key (v2), so a close
+	// signed with another merchant's key is refused with SIGN_ERROR, and
+	// answers to it are signed with its own platform key or API key. Orders
+	// belong to one merchant (Order.MchID). If empty, one merchant.
+	Merchants []*Credentials
+	// RateLimit limits each merchant's Close Order calls (each merchant
+	// separately); SetRateLimit and POST /sandbox/rate-limit change it at
+	// run time. If zero, no limit.
+	RateLimit RateLimit
 	// Logf, if set, receives one line per recorded call. Secrets are never
 	// passed to it.
 	Logf func(format string, args ...any)
@@ -152,31 +163,24 @@ type platformKey struct {
 // Server is a sandbox instance. It is safe for concurrent use; create it
 // with New.
 type Server struct {
-	opts           Options // normalised: every zero value replaced
-	merchantPub    *rsa.PublicKey
-	merchantSerial string
-	pubKey         *rsa.PrivateKey // signs in public-key mode
-	pubKeyID       string
-	apiKey         string // v2
-	apiV3Key       string
-	handler        http.Handler
+	opts    Options  // normalised: every zero value replaced
+	primary *account // Options.Credentials
+	// accounts holds every merchant by mchid, the primary one included;
+	// it is not changed after New.
+	accounts map[string]*account
+	handler  http.Handler
 
 	unsignedFinal atomic.Bool
 	sigCache      sigCache
 
-	mu        sync.Mutex
-	creds     Credentials    // current; platform fields change on rotation
-	platforms []*platformKey // oldest first; the last one signs
-	byOutNo   map[string]*Order
-	byTxID    map[string]*Order
-	scripts   map[string][]Step
-	qscripts  map[string][]Step // Query Order steps
-	calls     []Call
-	// impersonating: ImpersonatePlatform replaced the platform key, and
-	// every response, the certificate list included, is signed with it.
-	impersonating bool
-	early         int
-	rng           *rand.Rand
+	mu       sync.Mutex
+	byOutNo  map[string]*Order
+	byTxID   map[string]*Order
+	scripts  map[string][]Step
+	qscripts map[string][]Step // Query Order steps
+	calls    []Call
+	early    int
+	rng      *rand.Rand
 }
 
 // New returns a sandbox configured by opts. It fails if opts or
@@ -221,27 +225,18 @@ func New(opts Options) (*Server, error) {
 	} else if opts.AppID != creds.AppID {
 		return nil, fmt.Errorf("sandbox: Options.AppID %q differs from Credentials.AppID %q", opts.AppID, creds.AppID)
 	}
-	p, err := creds.parse()
+	if err := opts.RateLimit.validate(); err != nil {
+		return nil, err
+	}
+	primary, accounts, err := buildAccounts(creds, opts.Merchants, opts)
 	if err != nil {
 		return nil, err
 	}
-	if opts.SignWithPublicKeyID && p.publicPrivate == nil {
-		return nil, errors.New("sandbox: SignWithPublicKeyID needs the private half of PublicKeyPEM, but it is not PlatformKeyPEM (credentials saved after a rotation?); generate new credentials")
-	}
-	opts.Credentials = nil // the server keeps its own copy
+	opts.Credentials, opts.Merchants = nil, nil // the server keeps its own copies
 	s := &Server{
-		opts:           opts,
-		merchantPub:    p.merchantCert.PublicKey.(*rsa.PublicKey),
-		merchantSerial: creds.MerchantCertSerial,
-		pubKey:         p.publicPrivate,
-		pubKeyID:       creds.PublicKeyID,
-		apiKey:         creds.APIKey,
-		apiV3Key:       creds.APIv3Key,
-		creds:          creds.clone(),
-		platforms: []*platformKey{{
-			key: p.platformKey, cert: p.platformCert,
-			certPEM: creds.PlatformCertPEM, serial: creds.PlatformCertSerial,
-		}},
+		opts:     opts,
+		primary:  primary,
+		accounts: accounts,
 		byOutNo:  map[string]*Order{},
 		byTxID:   map[string]*Order{},
 		scripts:  map[string][]Step{},
@@ -268,12 +263,13 @@ func (s *Server) UnsignedFinalAnswers() bool { return s.unsignedFinal.Load() }
 // admin endpoints. Serve it with httptest.NewServer or an http.Server.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Credentials returns a copy of the credentials in use, with the current
-// platform certificate after a RotatePlatformCert.
+// Credentials returns a copy of the primary merchant's credentials, with
+// the current platform certificate after a RotatePlatformCert (see
+// MerchantCredentials for the others).
 func (s *Server) Credentials() Credentials {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.creds.clone()
+	return s.primary.creds.clone()
 }
 
 // RotatePlatformCert creates a new platform key and certificate and signs
@@ -295,14 +291,15 @@ func (s *Server) RotatePlatformCert() (serial string, err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := s.primary
 	// A genuine rotation ends an impersonation: WeChat Pay never lists the
 	// impostor's certificate.
-	s.platforms = slices.DeleteFunc(s.platforms, func(p *platformKey) bool { return p.foreign })
-	s.impersonating = false
-	s.platforms = append(s.platforms, &platformKey{key: key, cert: cert, certPEM: certPEM, serial: serial})
-	s.creds.PlatformKeyPEM = keyPEM
-	s.creds.PlatformCertPEM = certPEM
-	s.creds.PlatformCertSerial = serial
+	a.platforms = slices.DeleteFunc(a.platforms, func(p *platformKey) bool { return p.foreign })
+	a.impersonating = false
+	a.platforms = append(a.platforms, &platformKey{key: key, cert: cert, certPEM: certPEM, serial: serial})
+	a.creds.PlatformKeyPEM = keyPEM
+	a.creds.PlatformCertPEM = certPEM
+	a.creds.PlatformCertSerial = serial
 	s.logf("sandbox: platform certificate rotated; responses are now signed by serial %s", serial)
 	return serial, nil
 }
@@ -330,48 +327,10 @@ func (s *Server) ImpersonatePlatform(keyPEM, certPEM []byte) (serial string, err
 	serial = serialHex(cert.SerialNumber)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.platforms = append(s.platforms, &platformKey{key: key, cert: cert, certPEM: bytes.Clone(certPEM), serial: serial, foreign: true})
-	s.impersonating = true
+	s.primary.platforms = append(s.primary.platforms, &platformKey{key: key, cert: cert, certPEM: bytes.Clone(certPEM), serial: serial, foreign: true})
+	s.primary.impersonating = true
 	s.logf("sandbox: impersonating the platform with certificate %s", serial)
 	return serial, nil
-}
-
-// signingKey returns the key that signs responses now and the serial to
-// announce in Wechatpay-Serial.
-func (s *Server) signingKey() (*rsa.PrivateKey, string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.opts.SignWithPublicKeyID && !s.impersonating {
-		return s.pubKey, s.pubKeyID
-	}
-	p := s.platforms[len(s.platforms)-1]
-	return p.key, p.serial
-}
-
-// listSigningKey returns the key that signs the certificate list: the one
-// the request's Wechatpay-Serial names, when the sandbox holds it, else the
-// current one. A client thereby learns a rotated certificate from a list
-// signed by a key it already trusts, as WeChat Pay's 24-hour overlap (a new
-// certificate is listed a day before it signs anything) allows. An
-// impersonator signs with its own key whatever is asked.
-func (s *Server) listSigningKey(announced string) (*rsa.PrivateKey, string) {
-	s.mu.Lock()
-	imp := s.impersonating
-	var named *platformKey
-	for _, p := range s.platforms {
-		if announced != "" && strings.EqualFold(strings.TrimLeft(p.serial, "0"), strings.TrimLeft(announced, "0")) {
-			named = p
-		}
-	}
-	s.mu.Unlock()
-	switch {
-	case imp:
-	case named != nil:
-		return named.key, named.serial
-	case announced != "" && announced == s.pubKeyID && s.pubKey != nil:
-		return s.pubKey, s.pubKeyID
-	}
-	return s.signingKey()
 }
 
 func (s *Server) logf(format string, args ...any) {

@@ -28,7 +28,7 @@ func parseV2XML(body []byte) (map[string]string, error) {
 	)
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -192,14 +192,17 @@ func (s *Server) admitV2(w http.ResponseWriter, r *http.Request, call *Call, api
 	if signType != signTypeMD5 && signType != signTypeHMACSHA256 {
 		return fail("sign_type must be MD5 or HMAC-SHA256", "bad_request")
 	}
-	if f["mch_id"] != s.opts.MchID {
-		return fail("mch_id "+f["mch_id"]+" is not a merchant of this sandbox", "auth_failed")
+	// Each merchant's own API key must have signed: a close signed with
+	// merchant A's key for merchant B is a sign error.
+	acct := s.accountFor(f["mch_id"])
+	if acct == nil {
+		return fail("mch_id "+f["mch_id"]+" is "+errNoMerchant.Error(), "auth_failed")
 	}
-	want, _ := v2Sign(f, s.apiKey, signType)
+	want, _ := v2Sign(f, acct.apiKey, signType)
 	if !hmac.Equal([]byte(want), []byte(f["sign"])) {
 		return fail("签名错误", "auth_failed")
 	}
-	if f["appid"] != s.opts.AppID {
+	if f["appid"] != acct.appid {
 		return fail("appid和mch_id不匹配 (appid does not belong to mch_id)", "auth_failed")
 	}
 	if len(f["nonce_str"]) > 32 {
@@ -218,6 +221,11 @@ func (s *Server) v2Close(w http.ResponseWriter, r *http.Request) {
 	call := s.newCall("v2", r)
 	f, signType, ok := s.admitV2(w, r, &call, "closeorder")
 	if !ok {
+		return
+	}
+	if s.overLimit(s.accountFor(f["mch_id"])) {
+		rep := s.v2Result(f, signType, "FREQUENCY_LIMITED", "请求频率超限 (sandbox rate limit for this merchant)", SigValid, nil)
+		s.finishV2(w, r, call, rep, "rate_limited", 0, 0)
 		return
 	}
 	q := closeReq{orderNo: f["out_trade_no"], mchid: f["mch_id"], subMch: f["sub_mch_id"]}
@@ -316,7 +324,8 @@ func (s *Server) v2Result(req map[string]string, signType, errCode, errDes strin
 			// A well-formed sign over different content.
 			m["nonce_str"] += "x"
 		}
-		sign, _ := v2Sign(m, s.apiKey, signType)
+		// admitV2 checked that the sandbox serves req's merchant.
+		sign, _ := v2Sign(m, s.orPrimary(s.accountFor(req["mch_id"])).apiKey, signType)
 		fields = append(fields, kv{"sign", sign})
 	}
 	return v2Reply{status: http.StatusOK, body: v2XML(fields), contentType: "text/xml; charset=utf-8", code: errCode}

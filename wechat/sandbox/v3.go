@@ -61,24 +61,24 @@ type authInfo struct {
 func parseAuthorization(h string) (authInfo, error) {
 	scheme, rest, ok := strings.Cut(h, " ")
 	if !ok || scheme != authScheme {
-		return authInfo{}, fmt.Errorf("Authorization must start with %q and a space", authScheme)
+		return authInfo{}, fmt.Errorf("the Authorization header must start with %q and a space", authScheme)
 	}
 	params := map[string]string{}
 	for {
 		rest = strings.TrimLeft(rest, " ")
 		key, after, ok := strings.Cut(rest, "=")
 		if !ok || key == "" || strings.ContainsAny(key, ` ,"`) {
-			return authInfo{}, errors.New(`Authorization parameters must be key="value" pairs separated by commas`)
+			return authInfo{}, errors.New(`the Authorization header's parameters must be key="value" pairs separated by commas`)
 		}
 		if !strings.HasPrefix(after, `"`) {
-			return authInfo{}, fmt.Errorf("Authorization parameter %s: value must be double-quoted", key)
+			return authInfo{}, fmt.Errorf("the Authorization header's parameter %s: value must be double-quoted", key)
 		}
 		end := strings.IndexByte(after[1:], '"')
 		if end < 0 {
-			return authInfo{}, fmt.Errorf("Authorization parameter %s: missing closing quote", key)
+			return authInfo{}, fmt.Errorf("the Authorization header's parameter %s: missing closing quote", key)
 		}
 		if _, dup := params[key]; dup {
-			return authInfo{}, fmt.Errorf("Authorization parameter %s appears twice", key)
+			return authInfo{}, fmt.Errorf("the Authorization header's parameter %s appears twice", key)
 		}
 		params[key] = after[1 : 1+end]
 		rest = strings.TrimLeft(after[2+end:], " ")
@@ -86,7 +86,7 @@ func parseAuthorization(h string) (authInfo, error) {
 			break
 		}
 		if rest[0] != ',' {
-			return authInfo{}, fmt.Errorf("Authorization parameter %s: expected a comma after the value", key)
+			return authInfo{}, fmt.Errorf("the Authorization header's parameter %s: expected a comma after the value", key)
 		}
 		rest = rest[1:]
 	}
@@ -100,7 +100,7 @@ func parseAuthorization(h string) (authInfo, error) {
 	} {
 		v, ok := params[f.name]
 		if !ok || v == "" {
-			return authInfo{}, fmt.Errorf("Authorization parameter %s is missing or empty", f.name)
+			return authInfo{}, fmt.Errorf("the Authorization header's parameter %s is missing or empty", f.name)
 		}
 		*f.dst = v
 	}
@@ -117,43 +117,52 @@ type authError struct {
 // authenticate checks a v3 request the way WeChat Pay does: scheme and
 // parameters, certificate serial, timestamp window, then the RSA signature
 // over METHOD\nREQUEST_URI\nTIMESTAMP\nNONCE\nBODY\n, then that the
-// signing merchant is the one this sandbox serves.
-func (s *Server) authenticate(r *http.Request, body []byte) (authInfo, *authError) {
+// signing merchant is one this sandbox serves. A request naming one of its
+// merchants must be signed with that merchant's own certificate, so a close
+// signed with merchant A's key for merchant B is a SIGN_ERROR; a well-signed
+// request naming a merchant the sandbox does not serve is NO_AUTH. It
+// returns the merchant the request names, if the sandbox serves it.
+func (s *Server) authenticate(r *http.Request, body []byte) (authInfo, *account, *authError) {
 	signErr := func(format string, args ...any) *authError {
 		return &authError{http.StatusUnauthorized, "SIGN_ERROR", "签名错误: " + fmt.Sprintf(format, args...)}
 	}
 	hs := r.Header.Values("Authorization")
 	if len(hs) == 0 {
-		return authInfo{}, signErr("missing Authorization header")
+		return authInfo{}, nil, signErr("missing Authorization header")
 	}
 	if len(hs) > 1 {
-		return authInfo{}, signErr("more than one Authorization header")
+		return authInfo{}, nil, signErr("more than one Authorization header")
 	}
 	a, err := parseAuthorization(hs[0])
 	if err != nil {
-		return authInfo{}, signErr("%v", err)
+		return authInfo{}, nil, signErr("%v", err)
 	}
-	if a.serial != s.merchantSerial {
-		return a, signErr("serial_no %q is not the serial of the merchant API certificate (upper-case hex, as openssl x509 -serial prints it)", a.serial)
+	acct := s.accountFor(a.mchid)
+	signer := acct
+	if signer == nil {
+		signer = s.accountBySerial(a.serial)
+	}
+	if signer == nil || a.serial != signer.merchantSerial {
+		return a, acct, signErr("serial_no %q is not the serial of the merchant API certificate (upper-case hex, as openssl x509 -serial prints it)", a.serial)
 	}
 	if len(a.nonce) > 32 || strings.Trim(a.nonce, alnum) != "" {
-		return a, signErr("nonce_str must be 1 to 32 characters of [0-9A-Za-z]")
+		return a, acct, signErr("nonce_str must be 1 to 32 characters of [0-9A-Za-z]")
 	}
 	if len(a.timestamp) > 12 || !isDigits(a.timestamp) {
-		return a, signErr("timestamp %q must be Unix seconds in decimal", a.timestamp)
+		return a, acct, signErr("timestamp %q must be Unix seconds in decimal", a.timestamp)
 	}
 	ts, _ := strconv.ParseInt(a.timestamp, 10, 64)
 	if skew := s.opts.Now().Sub(time.Unix(ts, 0)); skew > maxTimestampSkew || skew < -maxTimestampSkew {
-		return a, signErr("timestamp %s is more than 5 minutes away from the server clock (timestamp 与发起时间相差超过 5 分钟)", a.timestamp)
+		return a, acct, signErr("timestamp %s is more than 5 minutes away from the server clock (timestamp 与发起时间相差超过 5 分钟)", a.timestamp)
 	}
 	msg := r.Method + "\n" + requestURI(r) + "\n" + a.timestamp + "\n" + a.nonce + "\n" + string(body) + "\n"
-	if err := rsaVerify(s.merchantPub, msg, a.signature); err != nil {
-		return a, signErr("%v; the signed message must be METHOD\\nREQUEST_URI\\nTIMESTAMP\\nNONCE\\nBODY\\n", err)
+	if err := rsaVerify(signer.merchantPub, msg, a.signature); err != nil {
+		return a, acct, signErr("%v; the signed message must be METHOD\\nREQUEST_URI\\nTIMESTAMP\\nNONCE\\nBODY\\n", err)
 	}
-	if a.mchid != s.opts.MchID {
-		return a, &authError{http.StatusForbidden, "NO_AUTH", fmt.Sprintf("mchid %q in Authorization is not a merchant of this sandbox", a.mchid)}
+	if acct == nil {
+		return a, nil, &authError{http.StatusForbidden, "NO_AUTH", fmt.Sprintf("mchid %q in Authorization is %v", a.mchid, errNoMerchant)}
 	}
-	return a, nil
+	return a, acct, nil
 }
 
 // requestURI is the request-target as the client sent it: the part of the
@@ -230,7 +239,7 @@ func paramError(field, location, value, issue string) v3Reply {
 // writeV3 signs (unless told otherwise) and writes rep. Every v3 reply
 // carries Request-ID; signed ones carry Wechatpay-Timestamp, -Nonce,
 // -Serial, -Signature and -Signature-Type over TS\nNONCE\nBODY\n.
-func (s *Server) writeV3(w http.ResponseWriter, rep v3Reply) {
+func (s *Server) writeV3(w http.ResponseWriter, rep v3Reply, signer *account) {
 	h := w.Header()
 	h.Set("Request-ID", randomHex(16))
 	if rep.contentType != "" && len(rep.body) > 0 {
@@ -242,7 +251,7 @@ func (s *Server) writeV3(w http.ResponseWriter, rep v3Reply) {
 	if rep.sig != SigMissing {
 		key, serial := rep.key, rep.serial
 		if key == nil {
-			key, serial = s.signingKey()
+			key, serial = s.signingKey(signer)
 		}
 		sig, err := s.signV3(key, serial, rep)
 		if err != nil {
@@ -303,7 +312,7 @@ func (s *Server) finishV3(w http.ResponseWriter, r *http.Request, call Call, rep
 		return
 	}
 	call.Status = rep.status
-	s.writeV3(w, rep)
+	s.writeV3(w, rep, call.signer)
 	s.record(call)
 }
 
@@ -444,6 +453,10 @@ func (s *Server) v3Close(byTxID bool) http.HandlerFunc {
 			s.finishV3(w, r, call, paramError(field, "body", cb.mchid, "the merchant in the body must be the mchid of the Authorization header"), "bad_request", 0)
 			return
 		}
+		if s.overLimit(call.signer) {
+			s.finishV3(w, r, call, errorReply(http.StatusTooManyRequests, "RATE_LIMITED", "请求频率超限 (sandbox rate limit for this merchant)", nil), "rate_limited", 0)
+			return
+		}
 		q := closeReq{orderNo: orderNo, byTxID: byTxID, mchid: cb.mchid, subMch: cb.subMchid}
 		st, fault := s.nextStep(q)
 		s.runV3Step(w, r, call, q, st, fault)
@@ -546,8 +559,8 @@ func (s *Server) admitV3(w http.ResponseWriter, r *http.Request, call *Call, met
 		s.finishV3(w, r, *call, paramError("", "body", "", err.Error()), "bad_request", 0)
 		return authInfo{}, nil, false
 	}
-	a, aerr := s.authenticate(r, body)
-	call.MchID = a.mchid
+	a, acct, aerr := s.authenticate(r, body)
+	call.MchID, call.signer = a.mchid, acct
 	if aerr != nil {
 		s.finishV3(w, r, *call, errorReply(aerr.status, aerr.code, aerr.message, nil), "auth_failed", 0)
 		return authInfo{}, nil, false
@@ -563,13 +576,14 @@ func (s *Server) v3Certificates(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	acct := s.orPrimary(call.signer)
 	s.mu.Lock()
-	platforms := append([]*platformKey(nil), s.platforms...)
+	platforms := append([]*platformKey(nil), acct.platforms...)
 	s.mu.Unlock()
 	items := make([]certificateItem, 0, len(platforms))
 	for _, p := range platforms {
 		nonce := randomString(12, alnum)
-		ct, err := aesGCMSeal(s.apiV3Key, nonce, "certificate", p.certPEM)
+		ct, err := aesGCMSeal(acct.apiV3Key, nonce, "certificate", p.certPEM)
 		if err != nil {
 			s.finishV3(w, r, call, errorReply(http.StatusInternalServerError, "SYSTEM_ERROR", "sandbox cannot encrypt certificates", nil), "fault", 0)
 			return
@@ -584,7 +598,7 @@ func (s *Server) v3Certificates(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	b, _ := json.Marshal(map[string]any{"data": items})
-	key, serial := s.listSigningKey(r.Header.Get("Wechatpay-Serial"))
+	key, serial := s.listSigningKey(acct, r.Header.Get("Wechatpay-Serial"))
 	s.finishV3(w, r, call, v3Reply{status: http.StatusOK, body: b, contentType: "application/json; charset=utf-8", key: key, serial: serial}, "ok", 0)
 }
 
