@@ -532,7 +532,7 @@ func (c *Client) prepareReplay(ctx context.Context, q replayQueue, id string) (r
 	return replayMove{
 		queue:   q.name,
 		old:     []byte(raw),
-		new:     m.rewriteForReplay(tasks.HeaderDueAt, header),
+		new:     m.rewriteForReplay(tasks.HeaderDue, header),
 		due:     due,
 		pending: !due.After(now), // asynq's Client: ProcessAt after now schedules, else enqueues
 		now:     now,

@@ -98,8 +98,8 @@ func TestReplay(t *testing.T) {
 		!recent.NextProcessAt.Equal(wantDue) || recent.NextProcessAt.Before(a.recentP.CreatedAt.Add(tasks.MinCloseAge)) {
 		t.Errorf("replayed recent task = state %s retried %d/%d next %v, want scheduled at %v", recent.State, recent.Retried, recent.MaxRetry, recent.NextProcessAt, wantDue)
 	}
-	if recent.Headers[tasks.HeaderDueAt] != wantDue.UTC().Format(time.RFC3339) {
-		t.Errorf("due header = %q", recent.Headers[tasks.HeaderDueAt])
+	if got, ok := tasks.DueFromHeaders(recent.Headers); recent.Headers[tasks.HeaderDue] != tasks.FormatDue(wantDue) || !ok || !got.Equal(wantDue) {
+		t.Errorf("due header = %q (%v)", recent.Headers[tasks.HeaderDue], recent.Headers)
 	}
 	// Not selected, or corrupt: still archived.
 	if got, want := e.archivedIDs(t), []string{a.auth, a.corrupt}; !slices.Equal(got, want) {

@@ -21,7 +21,7 @@ type replayQueue struct {
 	// that order's task has. An error means the payload is corrupt.
 	order func(payload []byte) (ref tasks.OrderRef, id string, err error)
 	// due returns when the replayed task runs (zero: now) and the
-	// tasks.HeaderDueAt header to store with it ("" for none). It fails for
+	// tasks.HeaderDue header to store with it ("" for none). It fails for
 	// a payload that must not run again as it is.
 	due func(c *Client, payload []byte, now time.Time) (due time.Time, header string, err error)
 }
@@ -54,7 +54,7 @@ var closeReplay = replayQueue{
 		if now.After(due) {
 			runnable = now
 		}
-		return due, runnable.UTC().Format(time.RFC3339Nano), nil
+		return due, tasks.FormatDue(runnable), nil
 	},
 }
 
