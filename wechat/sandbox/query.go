@@ -57,31 +57,12 @@ func parseQueryParams(raw string) (queryParams, *v3Reply) {
 			return fail(k, "", "unknown query parameter "+k+"; send mchid, or sp_mchid and sub_mchid")
 		}
 	}
-	mchid, hasMch, rep := get("mchid")
+	mchid, sub, rep := chooseMerchant(get, func(f, v, issue string) *v3Reply { _, rep := fail(f, v, issue); return rep },
+		"", "mchid is required as a query parameter (or sp_mchid and sub_mchid in institutional mode)")
 	if rep != nil {
 		return queryParams{}, rep
 	}
-	sp, hasSp, rep := get("sp_mchid")
-	if rep != nil {
-		return queryParams{}, rep
-	}
-	sub, hasSub, rep := get("sub_mchid")
-	if rep != nil {
-		return queryParams{}, rep
-	}
-	switch {
-	case hasSp && hasMch:
-		return fail("mchid", mchid, "mchid (common mode) and sp_mchid (institutional mode) must not both be sent")
-	case hasSp && !hasSub:
-		return fail("sub_mchid", "", "sub_mchid is required with sp_mchid (institutional mode)")
-	case hasSp:
-		return queryParams{mchid: sp, subMchid: sub}, nil
-	case !hasMch:
-		return fail("mchid", "", "mchid is required as a query parameter (or sp_mchid and sub_mchid in institutional mode)")
-	case hasSub:
-		return fail("sub_mchid", sub, "sub_mchid is only valid with sp_mchid (institutional mode)")
-	}
-	return queryParams{mchid: mchid}, nil
+	return queryParams{mchid: mchid, subMchid: sub}, nil
 }
 
 // v3QueryAnswer is the 200 body of a v3 Query Order answer.

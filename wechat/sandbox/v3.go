@@ -390,31 +390,46 @@ func parseCloseBody(body []byte) (closeBody, *v3Reply) {
 		}
 		return v, true, nil
 	}
-	mchid, hasMch, rep := str("mchid")
+	mchid, sub, rep := chooseMerchant(str, func(f, v, issue string) *v3Reply { _, rep := fail(f, v, issue); return rep },
+		"#/", `mchid is required (or sp_mchid and sub_mchid in institutional mode); note the field is "mchid", not "mch_id"`)
 	if rep != nil {
 		return closeBody{}, rep
 	}
-	sp, hasSp, rep := str("sp_mchid")
+	return closeBody{mchid: mchid, subMchid: sub}, nil
+}
+
+// chooseMerchant applies WeChat Pay's rule for who is asking, the same for a
+// close body and for query parameters: mchid alone (common mode), or sp_mchid
+// with sub_mchid (institutional mode). get reads one field; fail reports a
+// problem with the field named prefix+field; missingMchid is the message when
+// neither mode is sent.
+func chooseMerchant(get func(string) (string, bool, *v3Reply), fail func(field, value, issue string) *v3Reply,
+	prefix, missingMchid string) (mchid, subMchid string, rep *v3Reply) {
+	mchid, hasMch, rep := get("mchid")
 	if rep != nil {
-		return closeBody{}, rep
+		return "", "", rep
 	}
-	sub, hasSub, rep := str("sub_mchid")
+	sp, hasSp, rep := get("sp_mchid")
 	if rep != nil {
-		return closeBody{}, rep
+		return "", "", rep
+	}
+	sub, hasSub, rep := get("sub_mchid")
+	if rep != nil {
+		return "", "", rep
 	}
 	switch {
 	case hasSp && hasMch:
-		return fail("#/mchid", mchid, "mchid (common mode) and sp_mchid (institutional mode) must not both be sent")
+		return "", "", fail(prefix+"mchid", mchid, "mchid (common mode) and sp_mchid (institutional mode) must not both be sent")
 	case hasSp && !hasSub:
-		return fail("#/sub_mchid", "", "sub_mchid is required with sp_mchid (institutional mode)")
+		return "", "", fail(prefix+"sub_mchid", "", "sub_mchid is required with sp_mchid (institutional mode)")
 	case hasSp:
-		return closeBody{mchid: sp, subMchid: sub}, nil
+		return sp, sub, nil
 	case !hasMch:
-		return fail("#/mchid", "", `mchid is required (or sp_mchid and sub_mchid in institutional mode); note the field is "mchid", not "mch_id"`)
+		return "", "", fail(prefix+"mchid", "", missingMchid)
 	case hasSub:
-		return fail("#/sub_mchid", sub, "sub_mchid is only valid with sp_mchid (institutional mode)")
+		return "", "", fail(prefix+"sub_mchid", sub, "sub_mchid is only valid with sp_mchid (institutional mode)")
 	}
-	return closeBody{mchid: mchid}, nil
+	return mchid, "", nil
 }
 
 // v3Close serves POST .../out-trade-no/{no}/close and .../id/{no}/close.
