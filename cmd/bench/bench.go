@@ -410,10 +410,16 @@ func readEnvFile(path string) (map[string]string, error) {
 // queueDrained waits until the close_order queue has nothing pending,
 // active, scheduled or retrying, and returns its counts.
 func (b *bench) queueDrained(ctx context.Context, timeout time.Duration) (*asynq.QueueInfo, error) {
+	return b.drained(ctx, tasks.QueueClose, timeout)
+}
+
+// drained waits until queue has nothing pending, active, scheduled or
+// retrying, and returns its counts.
+func (b *bench) drained(ctx context.Context, queue string, timeout time.Duration) (*asynq.QueueInfo, error) {
 	insp := asynq.NewInspectorFromRedisClient(b.redis.rdb)
 	deadline := time.Now().Add(timeout)
 	for {
-		qi, err := insp.GetQueueInfo(tasks.QueueClose)
+		qi, err := insp.GetQueueInfo(queue)
 		if err == nil && qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0 {
 			return qi, nil
 		}
@@ -421,7 +427,7 @@ func (b *bench) queueDrained(ctx context.Context, timeout time.Duration) (*asynq
 			return nil, ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return qi, fmt.Errorf("queue %s not drained after %s: %+v (err %w)", tasks.QueueClose, timeout, qi, err)
+			return qi, fmt.Errorf("queue %s not drained after %s: %+v (err %w)", queue, timeout, qi, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

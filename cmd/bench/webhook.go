@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hibiken/asynq"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/wxclose/wxclose/tasks"
@@ -120,7 +119,7 @@ func (b *bench) measureWebhook(ctx context.Context) error {
 	st := recv.stats()
 	completed := "not checked: some deliveries were refused and wait for a retry"
 	if st.failed == 0 {
-		qi, err := b.reconcileDrained(ctx, time.Minute)
+		qi, err := b.drained(ctx, tasks.QueueReconcile, time.Minute)
 		if err != nil {
 			return err
 		}
@@ -265,26 +264,6 @@ func (r *hookReceiver) stats() receiverStats {
 	defer r.mu.Unlock()
 	return receiverStats{verified: r.verified, failed: r.failed, duplicates: r.duplicates,
 		first: r.first, last: r.last, firstFailure: r.firstFailure}
-}
-
-// reconcileDrained waits until the reconciliation queue has nothing
-// pending, active, scheduled or retrying, and returns its counts.
-func (b *bench) reconcileDrained(ctx context.Context, timeout time.Duration) (*asynq.QueueInfo, error) {
-	insp := asynq.NewInspectorFromRedisClient(b.redis.rdb)
-	deadline := time.Now().Add(timeout)
-	for {
-		qi, err := insp.GetQueueInfo(tasks.QueueReconcile)
-		if err == nil && qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0 {
-			return qi, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return qi, fmt.Errorf("queue %s not drained after %s: %+v (err %w)", tasks.QueueReconcile, timeout, qi, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // scrapeSeries reads the worker's /metrics and returns the samples of the
