@@ -27,28 +27,25 @@ import (
 // So one command takes at most about timeout plus a retry back-off, and
 // the API's requests make at most three commands.
 func boundedRedis(opt asynq.RedisConnOpt, timeout time.Duration) (redis.UniversalClient, error) {
+	// Pointer forms are copied first, so the caller's options are never changed.
+	switch o := opt.(type) {
+	case *asynq.RedisClientOpt:
+		opt = *o
+	case *asynq.RedisFailoverClientOpt:
+		opt = *o
+	case *asynq.RedisClusterClientOpt:
+		opt = *o
+	}
 	switch o := opt.(type) {
 	case asynq.RedisClientOpt:
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = capAt(o.DialTimeout, timeout), capAt(o.ReadTimeout, timeout), capAt(o.WriteTimeout, timeout)
 		opt = o
-	case *asynq.RedisClientOpt:
-		c := *o
-		c.DialTimeout, c.ReadTimeout, c.WriteTimeout = capAt(c.DialTimeout, timeout), capAt(c.ReadTimeout, timeout), capAt(c.WriteTimeout, timeout)
-		opt = c
 	case asynq.RedisFailoverClientOpt:
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = capAt(o.DialTimeout, timeout), capAt(o.ReadTimeout, timeout), capAt(o.WriteTimeout, timeout)
 		opt = o
-	case *asynq.RedisFailoverClientOpt:
-		c := *o
-		c.DialTimeout, c.ReadTimeout, c.WriteTimeout = capAt(c.DialTimeout, timeout), capAt(c.ReadTimeout, timeout), capAt(c.WriteTimeout, timeout)
-		opt = c
 	case asynq.RedisClusterClientOpt:
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = capAt(o.DialTimeout, timeout), capAt(o.ReadTimeout, timeout), capAt(o.WriteTimeout, timeout)
 		opt = o
-	case *asynq.RedisClusterClientOpt:
-		c := *o
-		c.DialTimeout, c.ReadTimeout, c.WriteTimeout = capAt(c.DialTimeout, timeout), capAt(c.ReadTimeout, timeout), capAt(c.WriteTimeout, timeout)
-		opt = c
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
