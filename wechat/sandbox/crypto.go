@@ -17,9 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"math/big"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -58,40 +56,59 @@ func rsaVerify(pub *rsa.PublicKey, msg, sigB64 string) error {
 // sorted by byte order of the name, joined as k=v with raw values, then
 // "&key=" and the API key.
 func v2SignString(fields map[string]string, apiKey string) string {
+	return string(appendV2SignString(nil, fields, apiKey))
+}
+
+// appendV2SignString appends stringSignTemp to b. The sandbox signs or
+// verifies twice per v2 request, so it sizes its buffers once rather than
+// growing them.
+func appendV2SignString(b []byte, fields map[string]string, apiKey string) []byte {
 	keys := make([]string, 0, len(fields))
+	n := len("key=") + len(apiKey)
 	for k, v := range fields {
 		if k == "sign" || v == "" {
 			continue
 		}
 		keys = append(keys, k)
+		n += len(k) + len(v) + len("=&")
 	}
-	sort.Strings(keys)
-	var b strings.Builder
+	slices.Sort(keys)
+	b = slices.Grow(b, n)
 	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(fields[k])
-		b.WriteByte('&')
+		b = append(b, k...)
+		b = append(b, '=')
+		b = append(b, fields[k]...)
+		b = append(b, '&')
 	}
-	b.WriteString("key=")
-	b.WriteString(apiKey)
-	return b.String()
+	b = append(b, "key="...)
+	return append(b, apiKey...)
 }
 
 // v2Sign computes the upper-case hex v2 sign with the given sign type
 // (signTypeMD5 or signTypeHMACSHA256).
 func v2Sign(fields map[string]string, apiKey, signType string) (string, error) {
-	var h hash.Hash
+	var sum []byte
+	var buf [sha256.Size]byte
 	switch signType {
 	case signTypeMD5:
-		h = md5.New()
+		s := md5.Sum(appendV2SignString(nil, fields, apiKey))
+		sum = append(buf[:0], s[:]...)
 	case signTypeHMACSHA256:
-		h = hmac.New(sha256.New, []byte(apiKey))
+		h := hmac.New(sha256.New, []byte(apiKey))
+		h.Write(appendV2SignString(nil, fields, apiKey))
+		sum = h.Sum(buf[:0])
 	default:
 		return "", fmt.Errorf("unsupported sign_type %q (want MD5 or HMAC-SHA256)", signType)
 	}
-	h.Write([]byte(v2SignString(fields, apiKey)))
-	return strings.ToUpper(hex.EncodeToString(h.Sum(nil))), nil
+	// Upper-case hex directly, instead of hex.EncodeToString then
+	// strings.ToUpper, which allocates twice.
+	const upperHex = "0123456789ABCDEF"
+	var out [2 * sha256.Size]byte
+	for i, c := range sum {
+		out[2*i] = upperHex[c>>4]
+		out[2*i+1] = upperHex[c&0x0f]
+	}
+	return string(out[:2*len(sum)]), nil
 }
 
 // aesGCMSeal encrypts plaintext the way WeChat Pay encrypts certificates:
@@ -113,20 +130,44 @@ func aesGCMSeal(key, nonce, aad string, plaintext []byte) (string, error) {
 }
 
 // randomString returns n characters drawn uniformly from alphabet with
-// crypto/rand.
+// crypto/rand. alphabet must have 1 to 256 bytes.
+//
+// Random bytes are read in bulk, one crypto/rand call per buffer rather than
+// one rand.Int per character. A byte b is used as alphabet[b%len(alphabet)]
+// only when b < limit, the largest multiple of len(alphabet) up to 256, so
+// that every character stays equally likely; the others are thrown away.
 func randomString(n int, alphabet string) string {
-	b := make([]byte, n)
-	max := big.NewInt(int64(len(alphabet)))
-	for i := range b {
-		v, err := rand.Int(rand.Reader, max)
-		if err != nil {
+	if n <= 0 {
+		return ""
+	}
+	if len(alphabet) == 0 || len(alphabet) > 256 {
+		panic("sandbox: randomString needs an alphabet of 1 to 256 bytes")
+	}
+	m := len(alphabet)
+	limit := 256 - 256%m
+	var out strings.Builder
+	out.Grow(n)
+	var buf [64]byte
+	for out.Len() < n {
+		// Ask for what is still missing plus a little for rejected bytes.
+		want := min(n-out.Len()+(n-out.Len())/4+4, len(buf))
+		r := buf[:want]
+		if _, err := rand.Read(r); err != nil {
 			// crypto/rand does not fail on supported platforms; a panic
 			// here is better than a predictable nonce or key.
 			panic("sandbox: crypto/rand failed: " + err.Error())
 		}
-		b[i] = alphabet[v.Int64()]
+		for _, b := range r {
+			if int(b) >= limit {
+				continue
+			}
+			out.WriteByte(alphabet[int(b)%m])
+			if out.Len() == n {
+				break
+			}
+		}
 	}
-	return string(b)
+	return out.String()
 }
 
 // randomHex returns n random bytes as upper-case hex.
