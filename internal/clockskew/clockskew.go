@@ -100,9 +100,10 @@ type Estimate struct {
 }
 
 // estimate returns the estimate from samples, which must not be empty.
-func estimate(samples []Sample) Estimate {
-	offsets := make([]time.Duration, len(samples))
-	bounds := make([]time.Duration, len(samples))
+// offsets and bounds are scratch space of at least len(samples), so that
+// the estimate kept up to date on every sample allocates nothing.
+func estimate(samples []Sample, offsets, bounds []time.Duration) Estimate {
+	offsets, bounds = offsets[:len(samples)], bounds[:len(samples)]
 	for i, s := range samples {
 		offsets[i], bounds[i] = s.Offset(), s.AtMost()
 	}
@@ -131,10 +132,15 @@ type Tracker struct {
 	peers map[string]*ring
 }
 
-// ring holds the last samples of one peer.
+// ring holds the last samples of one peer and their estimate. The estimate
+// is recomputed when a sample arrives rather than when it is read: the
+// close guard reads it before every call, and a window of samples costs a
+// sort, so reads must be a copy under the mutex.
 type ring struct {
-	samples []Sample
-	next    int
+	samples         []Sample
+	next            int
+	estimate        Estimate
+	offsets, bounds []time.Duration // scratch for estimate
 }
 
 // New returns a Tracker with no samples.
@@ -162,7 +168,7 @@ func (t *Tracker) Observe(peer string, s Sample) bool {
 	defer t.mu.Unlock()
 	r := t.peers[peer]
 	if r == nil {
-		r = &ring{}
+		r = &ring{offsets: make([]time.Duration, t.window), bounds: make([]time.Duration, t.window)}
 		t.peers[peer] = r
 	}
 	if len(r.samples) < t.window {
@@ -171,6 +177,7 @@ func (t *Tracker) Observe(peer string, s Sample) bool {
 		r.samples[r.next] = s
 		r.next = (r.next + 1) % t.window
 	}
+	r.estimate = estimate(r.samples, r.offsets, r.bounds)
 	return true
 }
 
@@ -178,32 +185,22 @@ func (t *Tracker) Observe(peer string, s Sample) bool {
 // sample.
 func (t *Tracker) Estimate(peer string) (Estimate, bool) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	r := t.peers[peer]
-	var samples []Sample
-	if r != nil {
-		samples = slices.Clone(r.samples)
-	}
-	t.mu.Unlock()
-	if len(samples) == 0 {
+	if r == nil {
 		return Estimate{}, false
 	}
-	return estimate(samples), true
+	return r.estimate, true
 }
 
 // Offsets returns the estimated offset (local − peer) of every peer that
 // has samples, for the wxclose_clock_offset_seconds gauge.
 func (t *Tracker) Offsets() map[string]time.Duration {
 	t.mu.Lock()
-	peers := make([]string, 0, len(t.peers))
-	for p := range t.peers {
-		peers = append(peers, p)
-	}
-	t.mu.Unlock()
-	out := make(map[string]time.Duration, len(peers))
-	for _, p := range peers {
-		if e, ok := t.Estimate(p); ok {
-			out[p] = e.Offset
-		}
+	defer t.mu.Unlock()
+	out := make(map[string]time.Duration, len(t.peers))
+	for p, r := range t.peers {
+		out[p] = r.estimate.Offset
 	}
 	return out
 }

@@ -93,7 +93,7 @@ func TestEstimate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := estimate(tt.samples); got != tt.want {
+			if got := estimate(tt.samples, make([]time.Duration, len(tt.samples)), make([]time.Duration, len(tt.samples))); got != tt.want {
 				t.Errorf("estimate = %+v, want %+v", got, tt.want)
 			}
 		})
