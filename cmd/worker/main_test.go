@@ -196,6 +196,7 @@ func TestConfigurationErrorsExitTwo(t *testing.T) {
 		{"v2 bad app id", merge(v2, map[string]string{"WECHATPAY_APPID": "wx/1"}), "WECHATPAY_APPID"},
 		{"plain http base url", map[string]string{"WECHATPAY_BASE_URL": "http://api.example.com"}, "WECHATPAY_BASE_URL"},
 		{"negative timeout", map[string]string{"WECHATPAY_TIMEOUT": "-1s"}, "WECHATPAY_TIMEOUT"},
+		{"more dequeue loops than slots", map[string]string{"WXCLOSE_CONCURRENCY": "2", "WXCLOSE_DEQUEUE_LOOPS": "3"}, "WXCLOSE_DEQUEUE_LOOPS"},
 		{"colon in the ui user", map[string]string{"WXCLOSE_UI_USER": "ops:1", "WXCLOSE_UI_PASSWORD": secret}, "WXCLOSE_UI_USER"},
 		{"ui without credentials on every interface", map[string]string{"WXCLOSE_HTTP_ADDR": "0.0.0.0:0"}, "WXCLOSE_UI_USER"},
 		{"redis password with '#'", map[string]string{"REDIS_URL": "redis://:" + secret[:5] + "#" + secret[5:] + "@127.0.0.1:1/0"}, "REDIS_URL"},

@@ -81,13 +81,17 @@ type Worker struct {
 	APIKey   string          // WECHATPAY_API_KEY (secret)
 	SignType wechat.SignType // WECHATPAY_SIGN_TYPE: HMAC-SHA256 (default) or MD5
 
-	Concurrency int           // WXCLOSE_CONCURRENCY, default 20
-	Retry       retry.Policy  // WXCLOSE_RETRY_INITIAL (retry.DefaultInitial), WXCLOSE_RETRY_MAX (retry.DefaultMax)
-	MaxRetry    int           // WXCLOSE_MAX_RETRY, default tasks.DefaultMaxRetry
-	HTTPAddr    string        // WXCLOSE_HTTP_ADDR, default 127.0.0.1:8080
-	CloseMargin time.Duration // WXCLOSE_CLOSE_MARGIN, default tasks.DefaultCloseMargin, never negative
-	LogLevel    zerolog.Level // WXCLOSE_LOG_LEVEL, default info
-	LogFormat   string        // WXCLOSE_LOG_FORMAT: auto (default: console on a terminal, else json), json, console
+	Concurrency int // WXCLOSE_CONCURRENCY, default 20
+	// DequeueLoops is WXCLOSE_DEQUEUE_LOOPS: the asynq servers sharing
+	// Concurrency (internal/consumer). Zero (unset) means
+	// consumer.DefaultLoops(Concurrency); otherwise 1..Concurrency.
+	DequeueLoops int
+	Retry        retry.Policy  // WXCLOSE_RETRY_INITIAL (retry.DefaultInitial), WXCLOSE_RETRY_MAX (retry.DefaultMax)
+	MaxRetry     int           // WXCLOSE_MAX_RETRY, default tasks.DefaultMaxRetry
+	HTTPAddr     string        // WXCLOSE_HTTP_ADDR, default 127.0.0.1:8080
+	CloseMargin  time.Duration // WXCLOSE_CLOSE_MARGIN, default tasks.DefaultCloseMargin, never negative
+	LogLevel     zerolog.Level // WXCLOSE_LOG_LEVEL, default info
+	LogFormat    string        // WXCLOSE_LOG_FORMAT: auto (default: console on a terminal, else json), json, console
 
 	UI         bool   // WXCLOSE_UI, default true
 	UIUser     string // WXCLOSE_UI_USER
@@ -132,7 +136,8 @@ func load(getenv func(string) string, apiOnly bool) (Worker, error) {
 		APIKey:        r.str("WECHATPAY_API_KEY", ""),
 		SignType:      wechat.SignType(strings.ToUpper(r.str("WECHATPAY_SIGN_TYPE", string(wechat.SignHMACSHA256)))),
 
-		Concurrency: r.positiveInt("WXCLOSE_CONCURRENCY", DefaultConcurrency),
+		Concurrency:  r.positiveInt("WXCLOSE_CONCURRENCY", DefaultConcurrency),
+		DequeueLoops: r.nonNegativeInt("WXCLOSE_DEQUEUE_LOOPS", 0),
 		Retry: retry.Policy{
 			Initial: r.duration("WXCLOSE_RETRY_INITIAL", retry.DefaultInitial),
 			Max:     r.duration("WXCLOSE_RETRY_MAX", retry.DefaultMax),
@@ -181,6 +186,9 @@ func load(getenv func(string) string, apiOnly bool) (Worker, error) {
 	// mistake.
 	if _, err := time.ParseDuration(r.str("WECHATPAY_TIMEOUT", "")); err == nil && w.HTTPTimeout <= 0 {
 		r.fail("WECHATPAY_TIMEOUT", "must be a positive duration such as 30s, not %s", w.HTTPTimeout)
+	}
+	if w.DequeueLoops > w.Concurrency {
+		r.fail("WXCLOSE_DEQUEUE_LOOPS", "must be at most WXCLOSE_CONCURRENCY (%d): every loop needs a slot", w.Concurrency)
 	}
 	if w.CloseMargin < 0 {
 		r.fail("WXCLOSE_CLOSE_MARGIN", "must not be negative (it is added after creation + 5 minutes)")

@@ -51,6 +51,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"HTTPTimeout", w.HTTPTimeout, time.Duration(0)},
 		{"CertSerial upper-cased", w.CertSerial, "1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C"},
 		{"Concurrency", w.Concurrency, 20},
+		// Zero: the consumer derives the loops from the concurrency.
+		{"DequeueLoops", w.DequeueLoops, 0},
 		// Defaults defined once, by the packages that use them.
 		{"Retry.Initial", w.Retry.Initial, retry.DefaultInitial},
 		{"Retry.Max", w.Retry.Max, retry.DefaultMax},
@@ -92,6 +94,9 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"bad public key id", map[string]string{"WECHATPAY_PUBLIC_KEY_FILE": "/k.pem", "WECHATPAY_PUBLIC_KEY_ID": "123"}, nil, "PUB_KEY_ID_"},
 		{"bad path style", map[string]string{"WECHATPAY_PATH_STYLE": "cn"}, nil, "WECHATPAY_PATH_STYLE"},
 		{"bad concurrency", map[string]string{"WXCLOSE_CONCURRENCY": "0"}, nil, "WXCLOSE_CONCURRENCY"},
+		{"bad dequeue loops", map[string]string{"WXCLOSE_DEQUEUE_LOOPS": "two"}, nil, "WXCLOSE_DEQUEUE_LOOPS"},
+		{"negative dequeue loops", map[string]string{"WXCLOSE_DEQUEUE_LOOPS": "-1"}, nil, "WXCLOSE_DEQUEUE_LOOPS"},
+		{"more dequeue loops than slots", map[string]string{"WXCLOSE_CONCURRENCY": "4", "WXCLOSE_DEQUEUE_LOOPS": "5"}, nil, "WXCLOSE_DEQUEUE_LOOPS"},
 		{"bad duration", map[string]string{"WXCLOSE_RETRY_INITIAL": "ten"}, nil, "WXCLOSE_RETRY_INITIAL"},
 		{"max below initial", map[string]string{"WXCLOSE_RETRY_INITIAL": "1m", "WXCLOSE_RETRY_MAX": "10s"}, nil, "WXCLOSE_RETRY_MAX"},
 		{"negative margin", map[string]string{"WXCLOSE_CLOSE_MARGIN": "-1s"}, nil, "WXCLOSE_CLOSE_MARGIN"},

@@ -122,7 +122,8 @@ func TestConsumesLeftoverQueuesUntilEmpty(t *testing.T) {
 	enqueueDue(t, client, "OLD", 20, 1)
 
 	rec := &recorder{seen: map[string]string{}}
-	c := consumer.New(consumer.Options{Redis: srv.Client(), Config: asynqConfig(), Shards: 4, Interval: 100 * time.Millisecond})
+	// Two dequeue loops: the swap replaces both servers at once.
+	c := consumer.New(consumer.Options{Redis: srv.Client(), Config: asynqConfig(), Shards: 4, Interval: 100 * time.Millisecond, Loops: 2})
 	if err := c.Start(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +140,134 @@ func TestConsumesLeftoverQueuesUntilEmpty(t *testing.T) {
 	if got := c.Queues(); len(got) != 4 {
 		t.Errorf("Queues after draining = %v, want the 4 shards", got)
 	}
+	// The old servers are gone, the new ones consume only the shards.
+	waitFor(t, "two servers on the 4 shards", func() bool {
+		infos, err := asynq.NewInspectorFromRedisClient(srv.Client()).Servers()
+		if err != nil || len(infos) != 2 {
+			return false
+		}
+		for _, info := range infos {
+			if _, old := info.Queues[tasks.QueueClose]; old || len(info.Queues) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestDefaultLoops(t *testing.T) {
+	for _, tt := range []struct{ concurrency, want int }{
+		{0, 1}, {1, 1}, {10, 1}, {16, 1}, {31, 1}, {32, 2}, {50, 3}, {64, 4}, {100, 4}, {1000, consumer.MaxDefaultLoops},
+	} {
+		if got := consumer.DefaultLoops(tt.concurrency); got != tt.want {
+			t.Errorf("DefaultLoops(%d) = %d, want %d", tt.concurrency, got, tt.want)
+		}
+	}
+}
+
+func TestSplitConcurrency(t *testing.T) {
+	for _, tt := range []struct {
+		total, loops int
+		want         []int
+	}{
+		{50, 3, []int{17, 17, 16}},
+		{100, 4, []int{25, 25, 25, 25}},
+		{7, 3, []int{3, 2, 2}},
+		{10, 1, []int{10}},
+		{2, 5, []int{1, 1}}, // never a server with zero slots
+		{5, 0, []int{5}},    // at least one loop
+		{5, -2, []int{5}},   // at least one loop
+		{0, 3, []int{0}},    // asynq's default (one slot per CPU), one server
+		{-1, 3, []int{-1}},  // passed on to asynq as given
+		{1, 1, []int{1}},
+	} {
+		if got := consumer.SplitConcurrency(tt.total, tt.loops); !slices.Equal(got, tt.want) {
+			t.Errorf("SplitConcurrency(%d, %d) = %v, want %v", tt.total, tt.loops, got, tt.want)
+		}
+	}
+}
+
+// TestLoopsShareTheQueues: three dequeue loops are three asynq servers
+// over the same queues with the concurrency split among them; together they
+// run every task once, and Shutdown stops all of them.
+func TestLoopsShareTheQueues(t *testing.T) {
+	srv := redistest.Start(t)
+	client := asynq.NewClientFromRedisClient(srv.Client())
+	cfg := asynqConfig()
+	cfg.Concurrency = 7
+	runs := &runCounter{n: map[string]int{}}
+	c := consumer.New(consumer.Options{Redis: srv.Client(), Config: cfg, Shards: 2, Loops: 3})
+	if c.Loops() != 3 {
+		t.Fatalf("Loops() = %d, want 3", c.Loops())
+	}
+	if err := c.Start(runs); err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspectorFromRedisClient(srv.Client())
+	var slots []int
+	waitFor(t, "three servers", func() bool {
+		infos, err := insp.Servers()
+		if err != nil || len(infos) != 3 {
+			return false
+		}
+		slots = slots[:0]
+		for _, info := range infos {
+			if len(info.Queues) != 2 {
+				t.Fatalf("a server consumes %v, want the 2 shards", info.Queues)
+			}
+			slots = append(slots, info.Concurrency)
+		}
+		return true
+	})
+	slices.Sort(slots)
+	if !slices.Equal(slots, []int{2, 2, 3}) {
+		t.Errorf("servers' concurrency = %v, want 2, 2 and 3", slots)
+	}
+	enqueueDue(t, client, "LOOPS", 300, 2)
+	waitFor(t, "300 tasks", func() bool { return runs.total() >= 300 })
+	c.Shutdown()
+	if dup := runs.repeated(); len(dup) > 0 {
+		t.Errorf("tasks run more than once: %v", dup)
+	}
+	waitFor(t, "no server left", func() bool {
+		infos, err := insp.Servers()
+		return err == nil && len(infos) == 0
+	})
+}
+
+// runCounter counts how often each task ran.
+type runCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *runCounter) ProcessTask(_ context.Context, t *asynq.Task) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n[t.ResultWriter().TaskID()]++
+	return nil
+}
+
+func (r *runCounter) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	total := 0
+	for _, n := range r.n {
+		total += n
+	}
+	return total
+}
+
+func (r *runCounter) repeated() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for id, n := range r.n {
+		if n > 1 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // TestDiscoversNewQueues: a worker on 1 shard picks up the queues of

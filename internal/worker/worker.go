@@ -175,7 +175,7 @@ func New(opts Options) (*Worker, error) {
 	// those of another shard count still holding closes): the
 	// reconciliation queue belongs to the merchant's reconciler, or to the
 	// webhook's own server.
-	w.server = consumer.New(consumer.Options{Redis: rdb, Shards: cfg.Shards, Interval: opts.QueueDiscoveryInterval, Logger: opts.Logger, Config: asynq.Config{
+	w.server = consumer.New(consumer.Options{Redis: rdb, Shards: cfg.Shards, Loops: cfg.DequeueLoops, Interval: opts.QueueDiscoveryInterval, Logger: opts.Logger, Config: asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		RetryDelayFunc:           func(n int, err error, _ *asynq.Task) time.Duration { return policy.Delay(n, err) },
 		IsFailure:                retry.IsFailure,
