@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -178,6 +179,9 @@ type Producer struct {
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	locator   closeLocator
+	// registered holds the queues EnqueueCloses has added to asynq's set of
+	// queues, so that it adds each once, as asynq's own client does.
+	registered sync.Map
 }
 
 // NewProducer connects to Redis. Call Close when done.

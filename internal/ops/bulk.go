@@ -101,12 +101,24 @@ func WriteRecord(w io.Writer, r EnqueueRecord, asJSON bool, now time.Time) error
 	return err
 }
 
+// DefaultBatchSize is the most orders EnqueueBulk sends to Redis in one
+// pipeline when BulkOptions.BatchSize is zero. Larger batches save little
+// more: at a few hundred orders per round trip, Redis's own work dominates.
+const DefaultBatchSize = 256
+
 // BulkOptions configures EnqueueBulk. The zero value enqueues with
-// DefaultConcurrency and prints nothing.
+// DefaultConcurrency and DefaultBatchSize and prints nothing.
 type BulkOptions struct {
-	// Concurrency is the number of enqueues in flight. If zero,
+	// Concurrency is the number of batches in flight. If zero,
 	// DefaultConcurrency.
 	Concurrency int
+	// BatchSize is the most orders sent to Redis in one pipeline
+	// (tasks.Producer.EnqueueCloses). Batches are never waited for: a
+	// batch goes as soon as the input has no further complete line ready,
+	// so orders typed or piped in one at a time are enqueued at once. If
+	// zero, DefaultBatchSize; 1 enqueues each order on its own
+	// (tasks.Producer.EnqueueClose), one round trip each.
+	BatchSize int
 	// Out receives one record per enqueued or already scheduled order (and,
 	// with JSON, per rejected or failed line too). If nil, discarded.
 	Out io.Writer
@@ -192,11 +204,13 @@ type bulkJob struct {
 // close run early. A line with both out_trade_no and transaction_id is
 // enqueued under its out_trade_no and its record carries a Note saying so.
 //
-// The input is streamed and enqueued by opt.Concurrency workers, so records
-// come out in no particular order; each carries its line number. A bad line
-// is reported and processing carries on. The returned error is non-nil only
-// when reading r failed or ctx was cancelled; the summary is valid either
-// way.
+// The input is streamed, grouped into batches of consecutive orders and
+// enqueued by opt.Concurrency workers, one pipeline per batch, so records
+// come out in no particular order; each carries its line number. Each
+// order's outcome is its own: a batch that fails in Redis reports each of
+// its lines as failed. A bad line is reported and processing carries on.
+// The returned error is non-nil only when reading r failed or ctx was
+// cancelled; the summary is valid either way.
 func (c *Client) EnqueueBulk(ctx context.Context, r io.Reader, opt BulkOptions) (BulkSummary, error) {
 	workers := opt.Concurrency
 	if workers <= 0 {
@@ -206,25 +220,30 @@ func (c *Client) EnqueueBulk(ctx context.Context, r io.Reader, opt BulkOptions) 
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLineBytes
 	}
+	batchSize := opt.BatchSize
+	if batchSize <= 0 {
+		batchSize = DefaultBatchSize
+	}
 	out, errw := orDiscard(opt.Out), orDiscard(opt.Err)
 
-	jobs := make(chan bulkJob, workers*2)
-	results := make(chan EnqueueRecord, workers*2)
+	jobs := make(chan []bulkJob, workers)
+	// Room for a batch's records, so a worker hands them over and sends
+	// its next batch while the output is still being written.
+	results := make(chan EnqueueRecord, batchSize+workers*2)
 	var lines int
 	var readErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(jobs)
-		lines, readErr = readOrders(ctx, r, maxLine, jobs, results)
+		lines, readErr = readOrders(ctx, r, maxLine, batchSize, jobs, results)
 	})
 	for range workers {
 		wg.Go(func() {
-			for j := range jobs {
+			for batch := range jobs {
 				if ctx.Err() != nil {
 					continue // leave it unprocessed; counted by Unprocessed
 				}
-				s, err := c.producer.EnqueueClose(ctx, j.order)
-				results <- RecordOf(j.line, j.order, s, err)
+				c.enqueueBatch(ctx, batch, results)
 			}
 		})
 	}
@@ -271,6 +290,25 @@ func (c *Client) EnqueueBulk(ctx context.Context, r io.Reader, opt BulkOptions) 
 	return sum, nil
 }
 
+// enqueueBatch enqueues the orders of one batch and sends their records.
+func (c *Client) enqueueBatch(ctx context.Context, batch []bulkJob, results chan<- EnqueueRecord) {
+	if len(batch) == 1 {
+		// One order gains nothing from a pipeline, and BatchSize 1 keeps
+		// the path every order took before batching.
+		j := batch[0]
+		s, err := c.producer.EnqueueClose(ctx, j.order)
+		results <- RecordOf(j.line, j.order, s, err)
+		return
+	}
+	orders := make([]tasks.CloseOrder, len(batch))
+	for i, j := range batch {
+		orders[i] = j.order
+	}
+	for i, r := range c.producer.EnqueueCloses(ctx, orders) {
+		results <- RecordOf(batch[i].line, batch[i].order, r.Scheduled, r.Err)
+	}
+}
+
 func orDiscard(w io.Writer) io.Writer {
 	if w == nil {
 		return io.Discard
@@ -282,13 +320,33 @@ func orDiscard(w io.Writer) io.Writer {
 // "CSV UTF-8") put at the start of a UTF-8 file. It carries no data.
 const utf8BOM = "\xef\xbb\xbf"
 
-// readOrders parses r line by line, sending valid lines to jobs and
-// rejected ones straight to results. A UTF-8 byte order mark at the start
-// of the input is skipped. It returns the number of non-blank lines read.
-func readOrders(ctx context.Context, r io.Reader, maxLine int, jobs chan<- bulkJob, results chan<- EnqueueRecord) (int, error) {
+// readOrders parses r line by line, sending valid lines to jobs in batches
+// of up to batchSize consecutive orders and rejected ones straight to
+// results. A UTF-8 byte order mark at the start of the input is skipped.
+// It returns the number of non-blank lines read.
+//
+// A batch is sent when it is full, and also whenever the input has no
+// complete line ready: the next read could block (a terminal, a pipe fed
+// slowly), and orders read so far must not wait for it.
+func readOrders(ctx context.Context, r io.Reader, maxLine, batchSize int, jobs chan<- []bulkJob, results chan<- EnqueueRecord) (int, error) {
 	lr := newLineReader(r, maxLine)
 	n := 0
+	var batch []bulkJob
+	send := func() {
+		if len(batch) == 0 {
+			return
+		}
+		select {
+		case jobs <- batch:
+		case <-ctx.Done():
+		}
+		batch = nil
+	}
+	defer send()
 	for ctx.Err() == nil {
+		if len(batch) >= batchSize || !lr.lineReady() {
+			send()
+		}
 		line, num, tooLong, err := lr.next()
 		if errors.Is(err, io.EOF) {
 			return n, nil
@@ -312,10 +370,10 @@ func readOrders(ctx context.Context, r io.Reader, maxLine int, jobs chan<- bulkJ
 			results <- EnqueueRecord{Line: num, Status: StatusRejected, Error: Message(err)}
 			continue
 		}
-		select {
-		case jobs <- bulkJob{line: num, order: o}:
-		case <-ctx.Done():
+		if batch == nil {
+			batch = make([]bulkJob, 0, batchSize)
 		}
+		batch = append(batch, bulkJob{line: num, order: o})
 	}
 	return n, nil
 }
@@ -462,6 +520,13 @@ type lineReader struct {
 
 func newLineReader(r io.Reader, max int) *lineReader {
 	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// lineReady reports whether a whole line is buffered, so that next
+// returns without reading from the underlying reader.
+func (l *lineReader) lineReady() bool {
+	buf, _ := l.br.Peek(l.br.Buffered()) // never reads: n <= Buffered
+	return bytes.IndexByte(buf, '\n') >= 0
 }
 
 // next returns the next line without its line ending, and its number.

@@ -5,28 +5,30 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/wxclose/wxclose/internal/asynqwire"
 )
 
 // asynq v0.26.0 stores a task as a hash whose "msg" field is the protobuf
-// encoding of its internal TaskMessage (internal/proto/asynq.proto). Replay
+// encoding of its internal TaskMessage (see internal/asynqwire). Replay
 // must rewrite that message inside one Lua script, and asynq's own types are
 // internal, so the few fields replay reads or changes are handled here at
-// the wire level. Field numbers are asynq's.
+// the wire level.
 const (
-	msgType         protowire.Number = 1
-	msgPayload      protowire.Number = 2
-	msgID           protowire.Number = 3
-	msgQueue        protowire.Number = 4
-	msgRetried      protowire.Number = 6
-	msgErrorMsg     protowire.Number = 7
-	msgUniqueKey    protowire.Number = 10
-	msgLastFailedAt protowire.Number = 11
-	msgGroupKey     protowire.Number = 14
-	msgHeaders      protowire.Number = 15
+	msgType         = asynqwire.Type
+	msgPayload      = asynqwire.Payload
+	msgID           = asynqwire.ID
+	msgQueue        = asynqwire.Queue
+	msgRetried      = asynqwire.Retried
+	msgErrorMsg     = asynqwire.ErrorMsg
+	msgUniqueKey    = asynqwire.UniqueKey
+	msgLastFailedAt = asynqwire.LastFailedAt
+	msgGroupKey     = asynqwire.GroupKey
+	msgHeaders      = asynqwire.Headers
 
 	// Fields of a map<string,string> entry.
-	entryKey   protowire.Number = 1
-	entryValue protowire.Number = 2
+	entryKey   = asynqwire.EntryKey
+	entryValue = asynqwire.EntryValue
 )
 
 // errBadMsg is wrapped by decodeTaskMsg's errors.
@@ -118,12 +120,7 @@ func (m taskMsg) rewriteForReplay(headerKey, headerValue string) []byte {
 	if headerKey == "" {
 		return out
 	}
-	entry := protowire.AppendTag(nil, entryKey, protowire.BytesType)
-	entry = protowire.AppendString(entry, headerKey)
-	entry = protowire.AppendTag(entry, entryValue, protowire.BytesType)
-	entry = protowire.AppendString(entry, headerValue)
-	out = protowire.AppendTag(out, msgHeaders, protowire.BytesType)
-	return protowire.AppendBytes(out, entry)
+	return asynqwire.AppendHeader(out, headerKey, headerValue)
 }
 
 // eachField calls fn for every top-level field of b with the field's whole
