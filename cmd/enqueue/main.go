@@ -304,7 +304,7 @@ func (e *env) close(ctx context.Context, args []string) error {
 	c.fs.StringVar(&createdAt, "created-at", "", "when the order was created, `RFC3339` (default: now)")
 	c.fs.StringVar(&closeAt, "close-at", "", "close no earlier than this `RFC3339` time (default: as early as allowed; at most "+maxCloseDelay+" after creation)")
 	c.fs.StringVar(&file, "file", "", "enqueue the JSON Lines orders of `PATH` (- for stdin)")
-	c.fs.IntVar(&concurrency, "concurrency", ops.DefaultConcurrency, "enqueues in flight with --file")
+	c.fs.IntVar(&concurrency, "concurrency", ops.DefaultConcurrency, "batches of orders (up to 256 each) in flight with --file")
 	c.fs.BoolVar(&quiet, "quiet", false, "with --file, print no line per enqueued order (errors and the summary still print)")
 	c.fs.BoolVar(&asJSON, "json", false, "print one JSON object per order on stdout (with --file, rejected and failed lines too)")
 	if err := c.parse(e, args); err != nil {
