@@ -31,6 +31,7 @@ lint: $(GOLANGCI_LINT)
 fuzz:
 	go test ./wechat -run '^$$' -fuzz '^FuzzParseV2Response$$' -fuzztime $(FUZZTIME)
 	go test ./wechat -run '^$$' -fuzz '^FuzzV3ResponseHeaders$$' -fuzztime $(FUZZTIME)
+	go test ./wechat/sandbox -run '^$$' -fuzz '^FuzzParseV2XMLFast$$' -fuzztime $(FUZZTIME)
 
 bench: ## the benchmark command (figures as ratios against baselines from the same run)
 	go run ./cmd/bench
