@@ -13,23 +13,7 @@ import (
 // encoding of its internal TaskMessage (see internal/asynqwire). Replay
 // must rewrite that message inside one Lua script, and asynq's own types are
 // internal, so the few fields replay reads or changes are handled here at
-// the wire level.
-const (
-	msgType         = asynqwire.Type
-	msgPayload      = asynqwire.Payload
-	msgID           = asynqwire.ID
-	msgQueue        = asynqwire.Queue
-	msgRetried      = asynqwire.Retried
-	msgErrorMsg     = asynqwire.ErrorMsg
-	msgUniqueKey    = asynqwire.UniqueKey
-	msgLastFailedAt = asynqwire.LastFailedAt
-	msgGroupKey     = asynqwire.GroupKey
-	msgHeaders      = asynqwire.Headers
-
-	// Fields of a map<string,string> entry.
-	entryKey   = asynqwire.EntryKey
-	entryValue = asynqwire.EntryValue
-)
+// the wire level, with asynqwire's field numbers.
 
 // errBadMsg is wrapped by decodeTaskMsg's errors.
 var errBadMsg = errors.New("stored task message is not an asynq v0.26 TaskMessage")
@@ -62,19 +46,19 @@ func decodeTaskMsg(raw []byte) (taskMsg, error) {
 			return protowire.ParseError(n)
 		}
 		switch num {
-		case msgType:
+		case asynqwire.Type:
 			m.Type = string(v)
-		case msgPayload:
+		case asynqwire.Payload:
 			m.Payload = v
-		case msgID:
+		case asynqwire.ID:
 			m.ID = string(v)
-		case msgQueue:
+		case asynqwire.Queue:
 			m.Queue = string(v)
-		case msgUniqueKey:
+		case asynqwire.UniqueKey:
 			m.UniqueKey = string(v)
-		case msgGroupKey:
+		case asynqwire.GroupKey:
 			m.GroupKey = string(v)
-		case msgHeaders:
+		case asynqwire.Headers:
 			k, val, err := decodeEntry(v)
 			if err != nil {
 				return err
@@ -104,9 +88,9 @@ func (m taskMsg) rewriteForReplay(headerKey, headerValue string) []byte {
 	// fail here.
 	_ = eachField(m.raw, func(num protowire.Number, typ protowire.Type, field, value []byte) error {
 		switch num {
-		case msgRetried, msgErrorMsg, msgLastFailedAt:
+		case asynqwire.Retried, asynqwire.ErrorMsg, asynqwire.LastFailedAt:
 			return nil
-		case msgHeaders:
+		case asynqwire.Headers:
 			if typ == protowire.BytesType && headerKey != "" {
 				v, _ := protowire.ConsumeBytes(value)
 				if k, _, err := decodeEntry(v); err == nil && k == headerKey {
@@ -155,9 +139,9 @@ func decodeEntry(b []byte) (key, value string, err error) {
 			return protowire.ParseError(n)
 		}
 		switch num {
-		case entryKey:
+		case asynqwire.EntryKey:
 			key = s
-		case entryValue:
+		case asynqwire.EntryValue:
 			value = s
 		}
 		return nil

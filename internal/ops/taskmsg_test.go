@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/wxclose/wxclose/internal/asynqwire"
 	"github.com/wxclose/wxclose/tasks"
 )
 
@@ -67,11 +68,11 @@ func TestTaskMsg(t *testing.T) {
 	in, got := fieldsOf(t, raw), fieldsOf(t, out)
 	for num := range in {
 		switch num {
-		case msgRetried, msgErrorMsg, msgLastFailedAt:
+		case asynqwire.Retried, asynqwire.ErrorMsg, asynqwire.LastFailedAt:
 			if len(got[num]) != 0 {
 				t.Errorf("field %d kept", num)
 			}
-		case msgHeaders:
+		case asynqwire.Headers:
 		default:
 			if len(got[num]) != len(in[num]) || !bytes.Equal(bytes.Join(got[num], nil), bytes.Join(in[num], nil)) {
 				t.Errorf("field %d changed", num)
@@ -82,8 +83,8 @@ func TestTaskMsg(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m2.Headers[tasks.HeaderDueAt] != "new" || m2.Headers["other"] != "kept" || len(got[msgHeaders]) != 2 {
-		t.Errorf("headers after rewrite: %v (%d entries)", m2.Headers, len(got[msgHeaders]))
+	if m2.Headers[tasks.HeaderDueAt] != "new" || m2.Headers["other"] != "kept" || len(got[asynqwire.Headers]) != 2 {
+		t.Errorf("headers after rewrite: %v (%d entries)", m2.Headers, len(got[asynqwire.Headers]))
 	}
 
 	// asynq reads the rewrite as the same task with a fresh budget.
@@ -100,12 +101,12 @@ func TestTaskMsg(t *testing.T) {
 }
 
 func TestDecodeTaskMsgRejectsGarbage(t *testing.T) {
-	valid := protowire.AppendString(protowire.AppendTag(nil, msgType, protowire.BytesType), tasks.TypeClose)
+	valid := protowire.AppendString(protowire.AppendTag(nil, asynqwire.Type, protowire.BytesType), tasks.TypeClose)
 	for name, raw := range map[string][]byte{
 		"unterminated varint": {0xff, 0xff, 0xff},
 		"cut string":          valid[:len(valid)-2],
 		"field number 0":      {0x00, 0x01},
-		"bad header entry":    protowire.AppendBytes(protowire.AppendTag(nil, msgHeaders, protowire.BytesType), []byte{0x0a, 0x09, 'x'}),
+		"bad header entry":    protowire.AppendBytes(protowire.AppendTag(nil, asynqwire.Headers, protowire.BytesType), []byte{0x0a, 0x09, 'x'}),
 		"json":                []byte(`{"out_trade_no":"A"}`),
 	} {
 		if _, err := decodeTaskMsg(raw); err == nil || !strings.Contains(err.Error(), "not an asynq") {
