@@ -315,8 +315,11 @@ func (n *Node) Log() string {
 	return string(readLog(filepath.Join(n.dir, fmt.Sprintf("redis-%d.log", n.Port))))
 }
 
-// WaitFailover waits until the Sentinels name a primary other than old
-// and that node answers as a primary.
+// WaitFailover waits until every running Sentinel names the same primary,
+// other than old, and that node answers as a primary. One Sentinel is not
+// enough: the others learn of the failover a moment later, and a client
+// that asks one of them meanwhile is sent to old, which, restarted empty,
+// answers as a primary until the Sentinels make it a replica.
 func (s *Sentinel) WaitFailover(tb testing.TB, old string) string {
 	tb.Helper()
 	var addr string
@@ -327,10 +330,10 @@ func (s *Sentinel) WaitFailover(tb testing.TB, old string) string {
 			}
 		}
 	}()
-	waitUntil(tb, 60*time.Second, "the Sentinels to promote a replica", func() (bool, string) {
+	waitUntil(tb, 60*time.Second, "every Sentinel to name a promoted replica", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		a, err := s.PrimaryAddr(ctx)
+		a, err := s.agreedPrimary(ctx)
 		if err != nil || a == old {
 			return false, fmt.Sprintf("primary %s (%v)", a, err)
 		}
@@ -344,6 +347,53 @@ func (s *Sentinel) WaitFailover(tb testing.TB, old string) string {
 		return true, ""
 	})
 	return addr
+}
+
+// agreedPrimary returns the primary every running Sentinel names, or an
+// error saying how they differ.
+func (s *Sentinel) agreedPrimary(ctx context.Context) (string, error) {
+	var agreed string
+	for _, n := range s.Sentinels {
+		if n.PID() == 0 {
+			continue
+		}
+		c := n.Client()
+		addr, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.MasterName).StringSlice()
+		c.Close()
+		if err != nil || len(addr) != 2 {
+			return "", fmt.Errorf("the Sentinel at %s: %v", n.Addr, err)
+		}
+		a := net.JoinHostPort(addr[0], addr[1])
+		if agreed != "" && a != agreed {
+			return "", fmt.Errorf("the Sentinels disagree: %s and %s", agreed, a)
+		}
+		agreed = a
+	}
+	if agreed == "" {
+		return "", errors.New("no Sentinel is running")
+	}
+	return agreed, nil
+}
+
+// WaitReplicating waits until n replicates primary with its link up: after
+// a failed primary is restarted, until then it answers as a primary of its
+// own (empty) data.
+func (n *Node) WaitReplicating(tb testing.TB, primary string) {
+	tb.Helper()
+	host, port, _ := net.SplitHostPort(primary)
+	waitUntil(tb, 60*time.Second, n.Addr+" to replicate "+primary, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c := n.Client()
+		defer c.Close()
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return false, err.Error()
+		}
+		ok := infoField(info, "role") == "slave" && infoField(info, "master_host") == host &&
+			infoField(info, "master_port") == port && infoField(info, "master_link_status") == "up"
+		return ok, "replication: " + strings.Join(strings.Fields(info), " ")
+	})
 }
 
 // Cluster is a Redis Cluster of masters, each with its replicas.
