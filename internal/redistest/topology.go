@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,8 +100,9 @@ func (n *Node) Kill() {
 
 // Restart starts a killed node again on the same port and directory, with
 // no data (there is no persistence): a Sentinel or the Cluster then makes
-// it a replica of the node that took over.
-func (n *Node) Restart(tb testing.TB) {
+// it a replica of the node that took over. extra are more redis-server
+// arguments for this start only, such as "--replica-priority", "0".
+func (n *Node) Restart(tb testing.TB, extra ...string) {
 	tb.Helper()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -110,7 +112,7 @@ func (n *Node) Restart(tb testing.TB) {
 	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n.proc, err = launchArgs(n.bin, n.dir, n.Port, n.args...)
+		n.proc, err = launchArgs(n.bin, n.dir, n.Port, append(slices.Clone(n.args), extra...)...)
 		// A killed server's port can linger for a moment; another process
 		// taking it meanwhile would need a new port, which a topology
 		// cannot change.
