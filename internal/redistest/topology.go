@@ -300,15 +300,27 @@ func (s *Sentinel) PrimaryAddr(ctx context.Context) (string, error) {
 		if n.PID() == 0 {
 			continue
 		}
-		c := n.Client()
-		addr, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.MasterName).StringSlice()
-		c.Close()
-		if err == nil && len(addr) == 2 {
-			return net.JoinHostPort(addr[0], addr[1]), nil
+		addr, err := s.primaryNamedBy(ctx, n)
+		if err == nil {
+			return addr, nil
 		}
 		lastErr = err
 	}
 	return "", fmt.Errorf("no Sentinel named the primary: %w", lastErr)
+}
+
+// primaryNamedBy asks the Sentinel n which node is the primary.
+func (s *Sentinel) primaryNamedBy(ctx context.Context, n *Node) (string, error) {
+	c := n.Client()
+	defer c.Close()
+	addr, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.MasterName).StringSlice()
+	if err != nil {
+		return "", fmt.Errorf("the Sentinel at %s: %w", n.Addr, err)
+	}
+	if len(addr) != 2 {
+		return "", fmt.Errorf("the Sentinel at %s named no primary (%v)", n.Addr, addr)
+	}
+	return net.JoinHostPort(addr[0], addr[1]), nil
 }
 
 // Log returns the end of the node's log (its stdout and stderr), for a
@@ -359,13 +371,10 @@ func (s *Sentinel) agreedPrimary(ctx context.Context) (string, error) {
 		if n.PID() == 0 {
 			continue
 		}
-		c := n.Client()
-		addr, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.MasterName).StringSlice()
-		c.Close()
-		if err != nil || len(addr) != 2 {
-			return "", fmt.Errorf("the Sentinel at %s: %v", n.Addr, err)
+		a, err := s.primaryNamedBy(ctx, n)
+		if err != nil {
+			return "", err
 		}
-		a := net.JoinHostPort(addr[0], addr[1])
 		if agreed != "" && a != agreed {
 			return "", fmt.Errorf("the Sentinels disagree: %s and %s", agreed, a)
 		}
