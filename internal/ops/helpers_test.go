@@ -91,7 +91,15 @@ type worker struct {
 
 func (e *env) startWorker(t testing.TB) *worker {
 	t.Helper()
-	w := &worker{by: map[string]behaviour{}}
+	return e.startWorkerWith(t, map[string]behaviour{})
+}
+
+// startWorkerWith starts a worker that already knows the behaviours in by:
+// a task that is runnable at once must not reach a worker that has not
+// been told what to do with it (it would fail, and run again as a retry).
+func (e *env) startWorkerWith(t testing.TB, by map[string]behaviour) *worker {
+	t.Helper()
+	w := &worker{by: by}
 	w.srv = asynq.NewServerFromRedisClient(e.srv.Client(), asynq.Config{
 		Concurrency:              4,
 		Queues:                   map[string]int{tasks.QueueClose: 1},

@@ -116,9 +116,8 @@ func TestReplay(t *testing.T) {
 	}
 
 	// A real asynq server runs the replayed task, as a first attempt.
-	w := e.startWorker(t)
 	ran := make(chan int, 1)
-	w.set(a.old, behaviour{ran: ran})
+	e.startWorkerWith(t, map[string]behaviour{a.old: {ran: ran}})
 	if n := <-ran; n != 0 {
 		t.Errorf("the replayed task ran with retry count %d, want 0", n)
 	}
