@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/wxclose/wxclose/tasks"
@@ -259,27 +257,9 @@ func (b *bench) measureCancelCost(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var next atomic.Int64
-	errs := make(chan error, enqueueConcurrency)
-	var wg sync.WaitGroup
-	for range enqueueConcurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := b.producer.CancelClose(ctx, tasks.OrderRef{OutTradeNo: orders[i].OutTradeNo}); err != nil {
-					errs <- err
-					next.Store(int64(n))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := inParallel(ctx, n, func(i int) error {
+		return b.producer.CancelClose(ctx, tasks.OrderRef{OutTradeNo: orders[i].OutTradeNo})
+	}); err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
 	s1, err := b.capSnap(ctx, 0)

@@ -93,6 +93,24 @@ func justNow(int) time.Time { return time.Now() }
 // any error or duplicate.
 func enqueueAll(ctx context.Context, p *tasks.Producer, orders []tasks.CloseOrder) ([]tasks.Scheduled, error) {
 	out := make([]tasks.Scheduled, len(orders))
+	err := inParallel(ctx, len(orders), func(i int) error {
+		s, err := p.EnqueueClose(ctx, orders[i])
+		if err == nil && s.Duplicate {
+			err = fmt.Errorf("%s was already scheduled", orders[i].OutTradeNo)
+		}
+		out[i] = s
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// inParallel calls do for every index below n from enqueueConcurrency
+// goroutines, stops handing out indexes at the first error, and returns
+// that error, or ctx's.
+func inParallel(ctx context.Context, n int, do func(i int) error) error {
 	var next atomic.Int64
 	errs := make(chan error, enqueueConcurrency)
 	var wg sync.WaitGroup
@@ -100,28 +118,23 @@ func enqueueAll(ctx context.Context, p *tasks.Producer, orders []tasks.CloseOrde
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(orders) || ctx.Err() != nil {
+				if i >= n || ctx.Err() != nil {
 					return
 				}
-				s, err := p.EnqueueClose(ctx, orders[i])
-				if err == nil && s.Duplicate {
-					err = fmt.Errorf("%s was already scheduled", orders[i].OutTradeNo)
-				}
-				if err != nil {
+				if err := do(i); err != nil {
 					errs <- err
-					next.Store(int64(len(orders)))
+					next.Store(int64(n))
 					return
 				}
-				out[i] = s
 			}
 		})
 	}
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return nil, err
+		return err
 	}
-	return out, ctx.Err()
+	return ctx.Err()
 }
 
 // measureSign measures the machine's RSA-2048 signing bound: GOMAXPROCS

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -165,34 +164,13 @@ func firstOr(s, alt string) string {
 // enqueueReconciles enqueues payloads with a few goroutines and fails on
 // any error or duplicate.
 func enqueueReconciles(ctx context.Context, p *tasks.Producer, payloads []tasks.ReconcilePayload) error {
-	var next atomic.Int64
-	errs := make(chan error, enqueueConcurrency)
-	var wg sync.WaitGroup
-	for range enqueueConcurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(payloads) || ctx.Err() != nil {
-					return
-				}
-				dup, err := p.EnqueueReconcile(ctx, payloads[i])
-				if err == nil && dup {
-					err = fmt.Errorf("%s already had a reconciliation task", payloads[i].OutTradeNo)
-				}
-				if err != nil {
-					errs <- err
-					next.Store(int64(len(payloads)))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	return inParallel(ctx, len(payloads), func(i int) error {
+		dup, err := p.EnqueueReconcile(ctx, payloads[i])
+		if err == nil && dup {
+			err = fmt.Errorf("%s already had a reconciliation task", payloads[i].OutTradeNo)
+		}
 		return err
-	}
-	return ctx.Err()
+	})
 }
 
 // hookReceiver is the merchant's reconciler endpoint: it verifies each
