@@ -2,11 +2,18 @@ package redistest
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestSentinelFailsOver: the helper's topology fails over when its primary
-// is killed, and a killed node comes back as a replica.
+// is killed, and a killed node comes back as a replica. Brought back as the
+// README tells operators (replicaof the new primary, replica-priority 0),
+// the Sentinels refuse to promote it: the emptied node cannot win a second
+// failover and empty the new primary with its full sync.
 func TestSentinelFailsOver(t *testing.T) {
 	t.Parallel()
 	s := StartSentinel(t, SentinelOptions{})
@@ -21,10 +28,49 @@ func TestSentinelFailsOver(t *testing.T) {
 	if got := s.WaitFailover(t, old); got != s.Replicas[0].Addr {
 		t.Fatalf("new primary %s, want the replica %s", got, s.Replicas[0].Addr)
 	}
-	s.Primary.Restart(t)
+	promoted := s.Replicas[0].Addr
+	host, port, _ := net.SplitHostPort(promoted)
+	s.Primary.Restart(t, "--replicaof", host, port, "--replica-priority", "0")
 	if s.Primary.PID() == 0 {
 		t.Fatal("no PID after Restart")
 	}
+	s.Primary.WaitReplicating(t, promoted)
+	ctx := context.Background()
+	c := s.Sentinels[0].Client()
+	defer c.Close()
+	waitUntil(t, 30*time.Second, "the Sentinel to see replica-priority 0", func() (bool, string) {
+		reps, err := c.Do(ctx, "SENTINEL", "REPLICAS", s.MasterName).Slice()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, r := range reps {
+			f := fields(r)
+			if f["name"] == old {
+				return f["slave-priority"] == "0", fmt.Sprintf("%v", f)
+			}
+		}
+		return false, fmt.Sprintf("%s not among %v", old, reps)
+	})
+	err := c.Do(ctx, "SENTINEL", "FAILOVER", s.MasterName).Err()
+	if err == nil || !strings.Contains(err.Error(), "NOGOODSLAVE") {
+		t.Fatalf("SENTINEL FAILOVER with only the emptied node as replica: %v, want NOGOODSLAVE", err)
+	}
+}
+
+// fields reads one entry of SENTINEL REPLICAS (a flat name, value list).
+func fields(entry any) map[string]string {
+	f := map[string]string{}
+	switch e := entry.(type) {
+	case []any:
+		for i := 0; i+1 < len(e); i += 2 {
+			f[fmt.Sprint(e[i])] = fmt.Sprint(e[i+1])
+		}
+	case map[any]any:
+		for k, v := range e {
+			f[fmt.Sprint(k)] = fmt.Sprint(v)
+		}
+	}
+	return f
 }
 
 // TestClusterStarts: three masters with a replica each cover every slot.
