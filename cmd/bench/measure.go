@@ -233,12 +233,13 @@ func (b *bench) drain(ctx context.Context, loops int, prefix byte) error {
 		return nil
 	})
 	var servers []*asynq.Server
-	for _, slots := range consumer.SplitConcurrency(b.o.concurrency, loops) {
-		servers = append(servers, asynq.NewServer(b.redis.opt, asynq.Config{
-			Concurrency: slots, Queues: map[string]int{tasks.QueueClose: 1},
-			DelayedTaskCheckInterval: 200 * time.Millisecond, TaskCheckInterval: 100 * time.Millisecond,
-			Logger: quietLogger{}, LogLevel: asynq.ErrorLevel,
-		}))
+	base := asynq.Config{
+		Concurrency: b.o.concurrency, Queues: map[string]int{tasks.QueueClose: 1},
+		DelayedTaskCheckInterval: 200 * time.Millisecond, TaskCheckInterval: 100 * time.Millisecond,
+		Logger: quietLogger{}, LogLevel: asynq.ErrorLevel,
+	}
+	for _, cfg := range consumer.LoopConfigs(base, loops) {
+		servers = append(servers, asynq.NewServer(b.redis.opt, cfg))
 	}
 	shutdown := func() {
 		for _, srv := range servers {

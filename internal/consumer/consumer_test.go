@@ -187,6 +187,55 @@ func TestSplitConcurrency(t *testing.T) {
 	}
 }
 
+// TestLoopConfigs: the first loop polls at the worker's intervals; the
+// others no more often than the helper floors, whatever they were given,
+// and every loop keeps the rest of the configuration.
+func TestLoopConfigs(t *testing.T) {
+	const ms = time.Millisecond
+	type intervals struct{ task, delayed, janitor time.Duration }
+	worker := intervals{100 * ms, 200 * ms, 0}
+	helper := intervals{time.Second, 5 * time.Second, time.Minute}
+	for _, tt := range []struct {
+		name        string
+		concurrency int
+		loops       int
+		given       intervals
+		want        []intervals
+	}{
+		{"one loop keeps everything", 10, 1, worker, []intervals{worker}},
+		{"the worker's defaults, three loops", 50, 3, worker, []intervals{worker, helper, helper}},
+		{"asynq's defaults (zero)", 50, 2, intervals{}, []intervals{{}, helper}},
+		{"slower than the floors stays slower", 32, 2, intervals{2 * time.Second, 10 * time.Second, 2 * time.Minute},
+			[]intervals{{2 * time.Second, 10 * time.Second, 2 * time.Minute}, {2 * time.Second, 10 * time.Second, 2 * time.Minute}}},
+		{"more loops than slots", 2, 4, worker, []intervals{worker, helper}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := asynq.Config{
+				Concurrency: tt.concurrency, TaskCheckInterval: tt.given.task,
+				DelayedTaskCheckInterval: tt.given.delayed, JanitorInterval: tt.given.janitor,
+				ShutdownTimeout: 7 * time.Second, StrictPriority: true,
+			}
+			got := consumer.LoopConfigs(cfg, tt.loops)
+			if len(got) != len(tt.want) {
+				t.Fatalf("%d configs, want %d", len(got), len(tt.want))
+			}
+			slots := 0
+			for i, c := range got {
+				if iv := (intervals{c.TaskCheckInterval, c.DelayedTaskCheckInterval, c.JanitorInterval}); iv != tt.want[i] {
+					t.Errorf("loop %d: intervals %v, want %v", i, iv, tt.want[i])
+				}
+				if c.ShutdownTimeout != cfg.ShutdownTimeout || !c.StrictPriority {
+					t.Errorf("loop %d lost the rest of the configuration: %+v", i, c)
+				}
+				slots += c.Concurrency
+			}
+			if slots != tt.concurrency {
+				t.Errorf("the loops have %d slots in all, want %d", slots, tt.concurrency)
+			}
+		})
+	}
+}
+
 // TestLoopsShareTheQueues: three dequeue loops are three asynq servers
 // over the same queues with the concurrency split among them; together they
 // run every task once, and Shutdown stops all of them.
