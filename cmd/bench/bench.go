@@ -42,12 +42,6 @@ type bench struct {
 	workerBin, profWorkerBin, enqueueBin string
 
 	producer *tasks.Producer
-	// signCPU is the CPU time of one RSA-2048 signature, from the sign
-	// section (zero if it did not run).
-	signCPU time.Duration
-	// drainCPU is the CPU time (bench and Redis) per task of the bare
-	// asynq drain (zero if it did not run).
-	drainCPU time.Duration
 }
 
 // newBench builds the binaries and starts Redis and the sandbox. On error

@@ -34,6 +34,7 @@ func TestRunTiny(t *testing.T) {
 	}
 	for _, figure := range []string{
 		"RSA-2048 signing bound", "bare asynq drain", "v3 closes/s", "v2 closes/s",
+		"minimal v3 close worker", "minimal v2 close worker", "of the minimal close worker's closes/s",
 		"burst of 200 due in one second", "burst: early calls", "EnqueueClose latency",
 		"bulk enqueue --file", "Redis bytes per scheduled close, Redis defaults",
 		"Redis bytes per scheduled close, hash-max-listpack-value 512", "worker peak RSS",
@@ -52,6 +53,13 @@ func TestRunTiny(t *testing.T) {
 	}
 	if line := tableLine(out, "webhook delivery of"); !strings.Contains(line, "200 verified, 0 failed") {
 		t.Errorf("the receiver did not verify every delivery:\n%s", line)
+	}
+	// The baselines of the v3 and v2 ratios are measured on both sides of
+	// their figures.
+	for _, figure := range []string{"RSA-2048 signing bound (", "bare asynq drain, no-op handler", "minimal v3 close worker"} {
+		if line := tableLine(out, figure); !strings.Contains(line, "mean of before and after") {
+			t.Errorf("row %q is not bracketed:\n%s", figure, line)
+		}
 	}
 	if !strings.Contains(out, "sequential Producer.EnqueueClose") {
 		t.Errorf("the API row has no same-run baseline:\n%s", out)

@@ -35,6 +35,26 @@ type row struct {
 	// machine.
 	OtherCPUs *float64 `json:"other_cpus,omitempty"`
 	Details   string   `json:"details,omitempty"`
+	// Samples are a baseline's measurements, one before and one after the
+	// figures that divide by it (see bracket); Value is their mean.
+	Samples []float64 `json:"samples,omitempty"`
+
+	// perOpCPU is the CPU time per operation (signature, task, close) in
+	// all processes, for the CPU-normalized comparison.
+	perOpCPU time.Duration
+	// ratio, when set, says how relate compares this figure with its
+	// baseline.
+	ratio *ratioSpec
+}
+
+// ratioSpec names the baseline a figure divides by and the figure's target.
+type ratioSpec struct {
+	baseKey, baseName string
+	target            float64 // the ratio must be at least this; 0: no target
+	// note, when set, adds to the figure's details what only the baseline
+	// (or another row of the report) can tell, such as the CPU-normalized
+	// comparison of their perOpCPU.
+	note func(x, base row, all *report) string
 }
 
 type report struct {
@@ -43,6 +63,81 @@ type report struct {
 }
 
 func (r *report) add(x row) { r.Rows = append(r.Rows, x) }
+
+// bracket adds a baseline measurement. The second measurement of the same
+// baseline, taken after the figures that divide by it, is merged into the
+// first: the baseline becomes the mean of the two, so that a machine whose
+// speed drifts during a run (a shared VM's can by 30% within a minute)
+// moves the baseline with the figure instead of skewing the ratio.
+func (r *report) bracket(x row) {
+	i := slices.IndexFunc(r.Rows, func(y row) bool { return y.Key == x.Key })
+	if i < 0 {
+		x.Samples = []float64{x.Value}
+		r.add(x)
+		return
+	}
+	b := &r.Rows[i]
+	b.Samples = append(b.Samples, x.Value)
+	n := float64(len(b.Samples))
+	b.Value = (b.Value*(n-1) + x.Value) / n
+	b.perOpCPU = time.Duration((float64(b.perOpCPU)*(n-1) + float64(x.perOpCPU)) / n)
+	b.Text = strings.Replace(x.Text, thousands(x.Value), thousands(b.Value), 1)
+	if len(b.Samples) == 2 {
+		b.Figure += ", mean of before and after"
+	}
+	b.Details = fmt.Sprintf("before: %s; after: %s; the two are %.0f%% apart", b.Details, x.Details, 100*b.spread())
+	if x.OtherCPUs != nil && b.OtherCPUs != nil {
+		b.OtherCPUs = new((*b.OtherCPUs*(n-1) + *x.OtherCPUs) / n)
+	}
+}
+
+// spread is how far apart a bracketed baseline's samples are, relative to
+// their mean (0 for a single sample).
+func (x row) spread() float64 {
+	if len(x.Samples) < 2 || x.Value == 0 {
+		return 0
+	}
+	return (slices.Max(x.Samples) - slices.Min(x.Samples)) / x.Value
+}
+
+// maxSpread is how far apart the measurements before and after a figure may
+// be before its ratio is called unreliable: the machine changed speed under
+// it.
+const maxSpread = 0.20
+
+// relate sets the ratio, the baseline and the verdict of every figure that
+// divides by a baseline. It runs after all sections, when the baselines
+// have been measured on both sides of their figures.
+func (r *report) relate() {
+	for i := range r.Rows {
+		x := &r.Rows[i]
+		spec := x.ratio
+		if spec == nil {
+			continue
+		}
+		base, ok := r.find(spec.baseKey)
+		if !ok || base.Value == 0 {
+			x.Baseline = spec.baseName + " not measured (-only)"
+			continue
+		}
+		x.Baseline = spec.baseName + " " + thousands(base.Value) + "/s"
+		x.BaselineValue, x.Ratio = base.Value, x.Value/base.Value
+		if spec.note != nil && x.perOpCPU > 0 && base.perOpCPU > 0 {
+			x.Details += "; " + spec.note(*x, base, r)
+		}
+		if s := base.spread(); s > maxSpread {
+			if spec.target > 0 {
+				x.Target += " (unreliable: machine speed changed)"
+			}
+			x.Details += fmt.Sprintf("; the baseline measured before and after this figure is %.0f%% apart (%s/s and %s/s): the machine's speed changed during the run, so the ratio is not reliable",
+				100*s, thousands(base.Samples[0]), thousands(base.Samples[len(base.Samples)-1]))
+			continue
+		}
+		if spec.target > 0 {
+			x.judge(x.Ratio >= spec.target, base)
+		}
+	}
+}
 
 // sort orders the rows as the sections list does; rows of one section keep
 // their order.
