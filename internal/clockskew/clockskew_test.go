@@ -108,16 +108,18 @@ func TestTrackerKeepsRecentSamples(t *testing.T) {
 	if tr.WeChatAhead() != 0 {
 		t.Fatal("WeChatAhead before any sample")
 	}
-	// Three samples 10 s behind, then three 2 s ahead: the window forgets
-	// the old ones.
-	for range 3 {
-		tr.WeChatHook(t0, t0.Add(ms(100)), t0.Add(10*time.Second))
+	// Three answers a second apart 10 s behind, then three 2 s ahead: the
+	// window forgets the old ones.
+	for i := range 3 {
+		sec := time.Duration(i) * time.Second
+		tr.WeChatHook(t0.Add(sec), t0.Add(sec+ms(100)), t0.Add(sec+10*time.Second))
 	}
 	if ahead := tr.WeChatAhead(); ahead != 0 {
 		t.Fatalf("WeChatAhead = %v with the worker behind, want 0", ahead)
 	}
-	for range 3 {
-		tr.WeChatHook(t0.Add(ms(2450)), t0.Add(ms(2550)), t0)
+	for i := range 3 {
+		sec := time.Duration(3+i) * time.Second
+		tr.WeChatHook(t0.Add(sec+ms(2450)), t0.Add(sec+ms(2550)), t0.Add(sec))
 	}
 	e, _ := tr.Estimate(PeerWeChatPay)
 	if e.Offset != 2*time.Second || e.Samples != 3 {
@@ -128,6 +130,93 @@ func TestTrackerKeepsRecentSamples(t *testing.T) {
 	}
 	if got := tr.Offsets(); len(got) != 1 || got[PeerWeChatPay] != 2*time.Second {
 		t.Fatalf("Offsets = %v", got)
+	}
+}
+
+// TestOffsetOfABusyWorker: thousands of answers a second all carry the same
+// whole second of WeChat Pay's clock. The exported offset must still be
+// close to the truth whenever it is read, and the guard's upper bound must
+// never fall below it.
+func TestOffsetOfABusyWorker(t *testing.T) {
+	for _, theta := range []time.Duration{ms(300), ms(-700), 2 * time.Second} {
+		tr := New(Options{})
+		base := time.Unix(1_800_000_000, 0)
+		var worst time.Duration
+		// 5,000 answers a second for 30 s, each round trip 2 ms; WeChat Pay
+		// reads its clock 1 ms into the request. Concurrent answers reach
+		// the tracker out of order: each pair is observed swapped.
+		for i := range 150_000 {
+			sent := base.Add(time.Duration(i^1) * 200 * time.Microsecond)
+			peer := sent.Add(ms(1)).Truncate(time.Second)
+			tr.WeChatHook(sent.Add(theta), sent.Add(ms(2)+theta), peer)
+			e, _ := tr.Estimate(PeerWeChatPay)
+			if e.AtMost < theta {
+				t.Fatalf("offset %v: AtMost %v below the true offset after %d answers", theta, e.AtMost, i+1)
+			}
+			if i >= 50_000 { // after 10 s, when the spread window is full
+				worst = max(worst, e.Offset-theta, theta-e.Offset)
+			}
+		}
+		// 15 samples spread evenly over the second: about 1/15 s apart.
+		if worst > ms(100) {
+			t.Errorf("offset %v: the estimate strayed %v from it", theta, worst)
+		}
+	}
+}
+
+// TestClockJumpReachesTheGuardAtOnce: the guard's bound uses every sample,
+// so a clock that jumps ahead while the worker is busy delays the next
+// closes within a window of answers, not seconds.
+func TestClockJumpReachesTheGuardAtOnce(t *testing.T) {
+	tr := New(Options{})
+	base := time.Unix(1_800_000_000, 0)
+	answer := func(i int, theta time.Duration) {
+		sent := base.Add(time.Duration(i) * 200 * time.Microsecond)
+		tr.WeChatHook(sent.Add(theta), sent.Add(ms(2)+theta), sent.Add(ms(1)).Truncate(time.Second))
+	}
+	for i := range 10_000 {
+		answer(i, 0)
+	}
+	for i := 10_000; i < 10_000+DefaultWindow; i++ {
+		answer(i, 3*time.Second)
+	}
+	if ahead := tr.WeChatAhead(); ahead < 3*time.Second {
+		t.Fatalf("WeChatAhead = %v a window of answers after a 3 s jump, want at least 3s", ahead)
+	}
+}
+
+// TestSpreadSpacing: which samples the offset estimate takes.
+func TestSpreadSpacing(t *testing.T) {
+	sample := func(received time.Duration) Sample {
+		return Sample{Sent: t0.Add(received - ms(1)), Received: t0.Add(received), Peer: t0, Resolution: time.Second}
+	}
+	tests := []struct {
+		name     string
+		received []time.Duration // in order; the last one is judged
+		joins    bool
+	}{
+		{"the first sample", []time.Duration{0}, true},
+		{"too soon", []time.Duration{0, ms(617)}, false},
+		{"0.618 s later", []time.Duration{0, ms(619)}, true},
+		{"measured from the last one that joined", []time.Duration{0, ms(400), ms(619)}, true},
+		{"received a little before the newest (concurrent answers)", []time.Duration{0, ms(700), ms(690)}, false},
+		{"a clock stepped back", []time.Duration{time.Hour, ms(5)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &ring{offsets: make([]time.Duration, 4), bounds: make([]time.Duration, 4)}
+			var joined bool
+			for _, rec := range tt.received {
+				s := sample(rec)
+				if joined = r.spreads(s); joined {
+					r.spread.add(s, 4)
+					r.lastSpread = s.Received
+				}
+			}
+			if joined != tt.joins {
+				t.Errorf("joined = %v, want %v", joined, tt.joins)
+			}
+		})
 	}
 }
 
