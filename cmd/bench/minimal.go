@@ -50,7 +50,7 @@ func (b *bench) measureMinimal(ctx context.Context, api string) error {
 	case "v2":
 		cfg.AppID, cfg.APIKey = b.creds.AppID, b.creds.APIKey
 	}
-	closer, err := newCloser(cfg)
+	closer, err := wechat.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -118,16 +118,4 @@ func (b *bench) measureMinimal(ctx context.Context, api string) error {
 			thousands(lr.rate), n, lr.window.Seconds(), perOp(lr.use.total(), lr.closes)),
 	})
 	return nil
-}
-
-// closer is the part of the wechat clients the minimal worker calls.
-type closer interface {
-	Close(context.Context, wechat.CloseRequest) (wechat.Outcome, error)
-}
-
-func newCloser(cfg wechat.Config) (closer, error) {
-	if cfg.API == wechat.APIv2 {
-		return wechat.NewV2(cfg)
-	}
-	return wechat.NewV3(cfg)
 }

@@ -61,8 +61,15 @@ func jsonRecords(t *testing.T, c *Client, input string, opt BulkOptions) (BulkSu
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sum, recordsByLine(t, &out)
+}
+
+// recordsByLine parses EnqueueBulk's JSON Lines output, one record per
+// input line.
+func recordsByLine(t *testing.T, out io.Reader) map[int]EnqueueRecord {
+	t.Helper()
 	recs := map[int]EnqueueRecord{}
-	sc := bufio.NewScanner(&out)
+	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		var r EnqueueRecord
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
@@ -73,7 +80,7 @@ func jsonRecords(t *testing.T, c *Client, input string, opt BulkOptions) (BulkSu
 		}
 		recs[r.Line] = r
 	}
-	return sum, recs
+	return recs
 }
 
 // sameRecords compares the records of two runs line by line. With

@@ -1,7 +1,6 @@
 package ops
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -335,15 +334,7 @@ func TestEnqueueBulkJSONAndQuiet(t *testing.T) {
 	if errw.Len() != 0 {
 		t.Errorf("with JSON, rejected lines go to Out; Err got %q", errw.String())
 	}
-	byLine := map[int]EnqueueRecord{}
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		var r EnqueueRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("stdout line %q: %v", sc.Text(), err)
-		}
-		byLine[r.Line] = r
-	}
+	byLine := recordsByLine(t, &out)
 	id := "close:" + testMchID + ":out_trade_no:J-1"
 	if r := byLine[1]; r.Status != StatusEnqueued || r.TaskID != id || r.State != "scheduled" || r.DueAt.IsZero() {
 		t.Errorf("line 1 = %+v", r)
