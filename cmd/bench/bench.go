@@ -39,7 +39,7 @@ type bench struct {
 	creds   sandbox.Credentials
 	keysDir string
 
-	workerBin, profWorkerBin, enqueueBin string
+	workerBin, profWorkerBin, enqueueBin, minimalBin string
 
 	producer *tasks.Producer
 }
@@ -114,8 +114,9 @@ func (b *bench) close() {
 	}
 }
 
-// build compiles cmd/worker and cmd/enqueue as production does (go build),
-// and with -profile a worker that also serves net/http/pprof.
+// build compiles cmd/worker, cmd/enqueue and cmd/bench/minimalworker as
+// production builds (go build), and with -profile a worker that also
+// serves net/http/pprof.
 func (b *bench) build(ctx context.Context) error {
 	root, err := moduleRoot(ctx)
 	if err != nil {
@@ -126,6 +127,13 @@ func (b *bench) build(ctx context.Context) error {
 		b.progress("building cmd/worker")
 		b.workerBin = filepath.Join(b.dir, "worker")
 		if err := goBuild(ctx, root, b.workerBin, "./cmd/worker"); err != nil {
+			return err
+		}
+	}
+	if b.o.runs("minimal") && (b.o.runs("v3") || b.o.runs("v2")) {
+		b.progress("building cmd/bench/minimalworker")
+		b.minimalBin = filepath.Join(b.dir, "minimalworker")
+		if err := goBuild(ctx, root, b.minimalBin, "./cmd/bench/minimalworker"); err != nil {
 			return err
 		}
 	}

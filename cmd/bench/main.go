@@ -43,8 +43,9 @@
 // the baseline. When the two differ by more than 20 % the ratio is marked
 // unreliable instead of met or missed. The minimal section (minimal.go)
 // adds a second baseline for v3 and v2, measured the same way: a close
-// worker that does nothing but the signed call. Both sides of that ratio
-// sign and call, so it says what wxclose's handler costs on top of the bare
+// worker that does nothing but the signed call (cmd/bench/minimalworker),
+// a process of its own like the worker. Both sides of that ratio sign and
+// call, so it says what wxclose's handler costs on top of the bare
 // minimum, and the machine's speed moves it much less.
 //
 // On a shared machine a figure and its baseline may also see different
