@@ -66,20 +66,24 @@ func run(args []string) error {
 	}
 
 	var closed, failed atomic.Int64
-	var lastErr atomic.Value
+	var lastErr atomic.Pointer[string] // an atomic.Value would panic on errors of different types
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(tasks.TypeClose, func(ctx context.Context, t *asynq.Task) error {
+	closeOne := func(ctx context.Context, t *asynq.Task) error {
 		p, err := tasks.DecodeClosePayload(t.Payload())
 		if err != nil {
-			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+			return err
 		}
 		out, err := closer.Close(ctx, wechat.CloseRequest{OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID})
 		if err == nil && out.Result != wechat.ResultClosed {
 			err = fmt.Errorf("close %s: %s %s", p.OutTradeNo, out.Result, out.Code)
 		}
-		if err != nil {
+		return err
+	}
+	mux.HandleFunc(tasks.TypeClose, func(ctx context.Context, t *asynq.Task) error {
+		if err := closeOne(ctx, t); err != nil {
+			msg := err.Error()
+			lastErr.Store(&msg)
 			failed.Add(1)
-			lastErr.Store(err)
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		}
 		closed.Add(1)
@@ -99,7 +103,7 @@ func run(args []string) error {
 	srv.Shutdown()
 	fmt.Printf("minimalworker: %d closed, %d failed\n", closed.Load(), failed.Load())
 	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d closes failed, the last: %v", f, lastErr.Load())
+		return fmt.Errorf("%d closes failed, the last: %s", f, *lastErr.Load())
 	}
 	return nil
 }
