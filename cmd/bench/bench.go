@@ -274,45 +274,19 @@ type workerRun struct {
 	pprofAddr string // empty unless profiling
 }
 
-// startWorker runs the built worker as an operator would: configuration in
-// environment variables, keys in files, JSON logs at info level (to a file).
-// The bench's own WECHATPAY_*, WXCLOSE_*, REDIS_URL and Go runtime tuning
-// variables are not passed on.
+// startWorker runs the built worker as an operator would, configured by
+// closeWorkerEnv and -worker-env, its log going to a file.
 func (b *bench) startWorker(ctx context.Context, name, api string, concurrency int, profile bool) (*workerRun, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	w := &workerRun{httpAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	env := cleanEnv()
-	keys, err := readEnvFile(filepath.Join(b.keysDir, "sandbox.env"))
+	env, err := b.closeWorkerEnv(api, concurrency)
 	if err != nil {
 		return nil, err
 	}
-	switch api {
-	case "v3":
-		for k, v := range keys {
-			if k != "WECHATPAY_API_KEY" && k != "WECHATPAY_APPID" {
-				env = append(env, k+"="+v)
-			}
-		}
-	case "v2":
-		for _, k := range []string{"WECHATPAY_MCHID", "WECHATPAY_APPID", "WECHATPAY_API_KEY"} {
-			env = append(env, k+"="+keys[k])
-		}
-	}
-	env = append(env,
-		"WECHATPAY_API="+api,
-		"WECHATPAY_BASE_URL="+b.sbURL,
-		"REDIS_URL="+b.redis.url,
-		"WXCLOSE_CONCURRENCY="+strconv.Itoa(concurrency),
-		"WXCLOSE_HTTP_ADDR="+w.httpAddr,
-		"WXCLOSE_LOG_LEVEL=info",
-		"WXCLOSE_LOG_FORMAT=json",
-		// The figures are the worker's own; the ratelimit section sets a
-		// limit where it measures one.
-		"WXCLOSE_RATE_LIMIT=off",
-	)
+	env = append(env, "WXCLOSE_HTTP_ADDR="+w.httpAddr)
 	// Last, so that they win over the values above.
 	env = append(env, b.o.workerEnv...)
 	bin := b.workerBin
@@ -336,6 +310,41 @@ func (b *bench) startWorker(ctx context.Context, name, api string, concurrency i
 		return nil, err
 	}
 	return w, nil
+}
+
+// closeWorkerEnv is the environment a close worker for api reads, as an
+// operator sets it: the sandbox's credentials (keys in files), Redis,
+// concurrency and JSON logs at info level. The bench's own WECHATPAY_*,
+// WXCLOSE_*, REDIS_URL and Go runtime tuning variables are not passed on.
+func (b *bench) closeWorkerEnv(api string, concurrency int) ([]string, error) {
+	env := cleanEnv()
+	keys, err := readEnvFile(filepath.Join(b.keysDir, "sandbox.env"))
+	if err != nil {
+		return nil, err
+	}
+	switch api {
+	case "v3":
+		for k, v := range keys {
+			if k != "WECHATPAY_API_KEY" && k != "WECHATPAY_APPID" {
+				env = append(env, k+"="+v)
+			}
+		}
+	case "v2":
+		for _, k := range []string{"WECHATPAY_MCHID", "WECHATPAY_APPID", "WECHATPAY_API_KEY"} {
+			env = append(env, k+"="+keys[k])
+		}
+	}
+	return append(env,
+		"WECHATPAY_API="+api,
+		"WECHATPAY_BASE_URL="+b.sbURL,
+		"REDIS_URL="+b.redis.url,
+		"WXCLOSE_CONCURRENCY="+strconv.Itoa(concurrency),
+		"WXCLOSE_LOG_LEVEL=info",
+		"WXCLOSE_LOG_FORMAT=json",
+		// The figures are the worker's own; the ratelimit section sets a
+		// limit where it measures one.
+		"WXCLOSE_RATE_LIMIT=off",
+	), nil
 }
 
 // awaitReady waits until the worker's /readyz answers 200.

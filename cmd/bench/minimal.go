@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"time"
 )
 
@@ -30,9 +29,12 @@ func (b *bench) measureMinimal(ctx context.Context, api string) error {
 	}
 	from := b.calls.count()
 	name := "minimal-" + api
-	cmd := exec.Command(b.minimalBin, "-redis", b.redis.url, "-sandbox", b.sbURL, "-keys", b.keysDir,
-		"-api", api, "-concurrency", strconv.Itoa(b.o.concurrency))
-	cmd.Env = cleanEnv()
+	env, err := b.closeWorkerEnv(api, b.o.concurrency)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(b.minimalBin)
+	cmd.Env = env
 	cmd.Dir = b.dir
 	c, err := b.procs.start(name, cmd, filepath.Join(b.dir, name+".log"))
 	if err != nil {

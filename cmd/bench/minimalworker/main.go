@@ -7,9 +7,12 @@
 // metrics, no log line, no reconciliation hand-off, one dequeue loop.
 //
 // It is its own process, as the worker is, so that both pay the same
-// scheduling between processes on a shared machine; the bench builds it,
-// starts it with the sandbox's credentials and stops it with SIGTERM. It
-// runs with the worker's garbage-collector settings (internal/gctune).
+// scheduling between processes on a shared machine. It reads the worker's
+// environment (REDIS_URL, WECHATPAY_*, WXCLOSE_CONCURRENCY) through
+// internal/config, so its client is built exactly as the worker's, and runs
+// with the worker's garbage-collector settings (internal/gctune). The bench
+// builds it, starts it with the worker's environment and stops it with
+// SIGTERM.
 //
 // Every close must end closed: on SIGTERM it prints how many did and
 // exits 1 if any did not.
@@ -17,8 +20,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -28,41 +29,28 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/wxclose/wxclose/internal/config"
 	"github.com/wxclose/wxclose/internal/gctune"
 	"github.com/wxclose/wxclose/tasks"
 	"github.com/wxclose/wxclose/wechat"
-	"github.com/wxclose/wxclose/wechat/sandbox"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "minimalworker:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
-	fs := flag.NewFlagSet("minimalworker", flag.ContinueOnError)
-	redisURL := fs.String("redis", "", "Redis URL (redis://host:port/db)")
-	baseURL := fs.String("sandbox", "", "the sandbox's base URL")
-	keysDir := fs.String("keys", "", "directory the sandbox's credentials were written to")
-	api := fs.String("api", "v3", "v3 or v2")
-	concurrency := fs.Int("concurrency", 50, "asynq concurrency")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	gctune.Apply(os.Getenv, *concurrency)
-	creds, err := sandbox.LoadCredentials(*keysDir)
+func run() error {
+	cfg, err := config.Load(os.Getenv)
 	if err != nil {
 		return err
 	}
-	closer, err := newCloser(creds, *api, *baseURL, *concurrency)
+	gctune.Apply(os.Getenv, cfg.Concurrency)
+	closer, err := cfg.NewCloser(wechat.Hooks{})
 	if err != nil {
 		return err
-	}
-	redisOpt, err := asynq.ParseRedisURI(*redisURL)
-	if err != nil {
-		return fmt.Errorf("-redis: %w", err)
 	}
 
 	var closed, failed atomic.Int64
@@ -89,8 +77,8 @@ func run(args []string) error {
 		closed.Add(1)
 		return nil
 	})
-	srv := asynq.NewServer(redisOpt, asynq.Config{
-		Concurrency: *concurrency, Queues: map[string]int{tasks.QueueClose: 1},
+	srv := asynq.NewServer(cfg.Redis, asynq.Config{
+		Concurrency: cfg.Concurrency, Queues: map[string]int{tasks.QueueClose: 1},
 		DelayedTaskCheckInterval: 200 * time.Millisecond, TaskCheckInterval: 100 * time.Millisecond,
 		LogLevel: asynq.ErrorLevel,
 	})
@@ -106,34 +94,4 @@ func run(args []string) error {
 		return fmt.Errorf("%d closes failed, the last: %s", f, *lastErr.Load())
 	}
 	return nil
-}
-
-// newCloser configures the wechat client for the sandbox as the worker's
-// sandbox.env does: the merchant's key, and the sandbox's public key and
-// platform certificates trusted.
-func newCloser(creds *sandbox.Credentials, api, baseURL string, concurrency int) (wechat.Closer, error) {
-	cfg := wechat.Config{API: wechat.APIVersion(api), BaseURL: baseURL, MchID: creds.MchID,
-		MaxIdleConnsPerHost: concurrency, Timeout: 30 * time.Second}
-	switch api {
-	case "v3":
-		key, err := wechat.LoadPrivateKey(creds.MerchantPrivateKeyPEM)
-		if err != nil {
-			return nil, err
-		}
-		pub, err := wechat.LoadPublicKey(creds.PublicKeyPEM)
-		if err != nil {
-			return nil, err
-		}
-		certs, err := wechat.LoadCertificates(creds.PlatformCertPEM)
-		if err != nil {
-			return nil, err
-		}
-		cfg.PrivateKey, cfg.CertSerial = key, creds.MerchantCertSerial
-		cfg.PublicKey, cfg.PublicKeyID, cfg.PlatformCerts = pub, creds.PublicKeyID, certs
-	case "v2":
-		cfg.AppID, cfg.APIKey = creds.AppID, creds.APIKey
-	default:
-		return nil, errors.New(`-api must be "v3" or "v2"`)
-	}
-	return wechat.New(cfg)
 }
